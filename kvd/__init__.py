@@ -1,0 +1,1 @@
+"""kvd: a distributed, replicated, in-memory key-value store on Twisted."""

@@ -1,0 +1,318 @@
+"""
+The client API: a Klein app over a ``Node``.
+
+It validates input, turns it into store commands or local reads, and renders
+every outcome, error included, as JSON with the status the design names. It
+knows nothing of kazoo or files.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
+from werkzeug.exceptions import NotFound as RouteNotFound
+
+from kvd import errors
+from kvd.node import Node
+from kvd.store import Result, delete_command, put_command
+
+log = Logger()
+
+JSON_TYPE = b"application/json"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 1024 * 1024
+    max_body_bytes: int = 2 * 1024 * 1024
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON, as the old API wrote it, plus a newline for terminals."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+class ClientAPI:
+    """Routes of ``/api/v1`` and the health endpoints."""
+
+    app = Klein()
+
+    def __init__(self, node: Callable[[], Node | None], limits: Limits = Limits()) -> None:
+        self._node = node
+        self.limits = limits
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    # Plumbing
+
+    def node(self) -> Node:
+        node = self._node()
+        if node is None:
+            raise errors.NotReady("the node is still starting (recovering its WAL)")
+        return node
+
+    def _respond(self, request: IRequest, status: int, body: Any) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", JSON_TYPE)
+        node = self._node()
+        if node is not None:
+            request.setHeader(b"X-Kvd-Revision", str(node.store.revision).encode())
+            if node.leader_info is not None:
+                request.setHeader(b"X-Kvd-Leader", node.leader_info["url"].encode())
+        return dumps(body)
+
+    @app.handle_errors(errors.KvdError)
+    def _kvd_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, errors.KvdError)
+        if error.status == 503:
+            request.setHeader(b"Retry-After", b"1")
+        return self._respond(request, error.status, error.as_json())
+
+    @app.handle_errors(RouteNotFound)
+    def _no_route(self, request: IRequest, failure: Failure) -> bytes:
+        path = request.path.decode("utf-8", "replace")
+        return self._respond(request, 404, errors.NotFound(f"no such path: {path}").as_json())
+
+    @app.handle_errors(RouteMethodNotAllowed)
+    def _bad_method(self, request: IRequest, failure: Failure) -> bytes:
+        method = request.method.decode("ascii", "replace")
+        allowed = getattr(failure.value, "valid_methods", None) or []
+        if allowed:
+            request.setHeader(b"Allow", ", ".join(allowed).encode())
+        error = errors.MethodNotAllowed(f"{method} is not allowed on this path")
+        return self._respond(request, 405, error.as_json())
+
+    @app.handle_errors(Exception)
+    def _bug(self, request: IRequest, failure: Failure) -> bytes:
+        log.failure("Unexpected error serving {path}", failure, path=request.path)
+        return self._respond(request, 500, errors.KvdError("internal error").as_json())
+
+    def _body(self, request: IRequest, required: bool = True) -> Any:
+        length = request.getHeader(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
+            raise errors.TooLarge(f"body larger than {self.limits.max_body_bytes} bytes")
+        raw = request.content.read(self.limits.max_body_bytes + 1) if request.content else b""
+        if len(raw) > self.limits.max_body_bytes:
+            raise errors.TooLarge(f"body larger than {self.limits.max_body_bytes} bytes")
+        if not raw.strip():
+            if required:
+                raise errors.BadRequest("a JSON body is required")
+            return None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise errors.BadRequest(f"body is not UTF-8: {e.reason} at byte {e.start}") from None
+        except json.JSONDecodeError as e:
+            raise errors.BadRequest(f"malformed JSON: {e.msg} at line {e.lineno} "
+                                    f"column {e.colno}") from None
+
+    def _key(self, key: Any, field: str = "key") -> bytes:
+        if not isinstance(key, str):
+            raise errors.BadRequest(f"'{field}' must be a string")
+        if not key:
+            raise errors.BadRequest(f"'{field}' must not be empty")
+        encoded = _utf8(key, field)
+        if len(encoded) > self.limits.max_key_bytes:
+            raise errors.TooLarge(f"key longer than {self.limits.max_key_bytes} bytes")
+        return encoded
+
+    def _value(self, value: Any) -> bytes:
+        if not isinstance(value, str):
+            raise errors.BadRequest("'value' must be a string")
+        encoded = _utf8(value, "value")
+        if len(encoded) > self.limits.max_value_bytes:
+            raise errors.TooLarge(f"value longer than {self.limits.max_value_bytes} bytes")
+        return encoded
+
+    @staticmethod
+    def _request_id(request: IRequest) -> str:
+        supplied = request.getHeader(b"idempotency-key")
+        if supplied is None:
+            return uuid.uuid4().hex
+        if not supplied or len(supplied) > 128:
+            raise errors.BadRequest("Idempotency-Key must be 1 to 128 bytes")
+        return "c:" + supplied.decode("latin-1")
+
+    def _write(self, request: IRequest, command: dict[str, Any]) -> Deferred[Result]:
+        node = self.node()
+        d = node.submit([command])
+        d.addCallback(lambda results: results[0])
+        return d
+
+    async def _barrier(self, request: IRequest) -> Node:
+        node = self.node()
+        consistency = _query(request, "consistency") or "linearizable"
+        if consistency not in ("linearizable", "stale"):
+            raise errors.BadRequest("consistency must be 'linearizable' or 'stale'")
+        min_revision = _int_query(request, "min_revision") or 0
+        await node.read_barrier(consistency == "linearizable", min_revision)
+        return node
+
+    # Health
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request: IRequest) -> bytes:
+        return self._respond(request, 200, {"status": "ok"})
+
+    @app.route("/readyz", methods=["GET"])
+    def readyz(self, request: IRequest) -> bytes:
+        node = self._node()
+        reason = "recovering the WAL" if node is None else node.unavailable
+        if reason is not None:
+            request.setHeader(b"Retry-After", b"1")
+            return self._respond(request, 503, {"status": "not ready", "reason": reason})
+        return self._respond(request, 200, {"status": "ready", "role": node.role.value})
+
+    # The old API, byte-compatible
+
+    @app.route("/api/v1/", methods=["POST"])
+    async def legacy_put(self, request: IRequest) -> bytes:
+        body = self._body(request)
+        if not isinstance(body, dict):
+            raise errors.BadRequest('body must be an object {"key": ..., "value": ...}')
+        key = self._key(body.get("key"))
+        value = self._value(body.get("value"))
+        result = await self._write(request, put_command(key, value, self._request_id(request)))
+        return self._respond(request, 200, {"key": body["key"], "revision": result["revision"]})
+
+    @app.route("/api/v1/", methods=["GET"])
+    async def legacy_get(self, request: IRequest) -> bytes:
+        if _query(request, "keys") is not None:
+            names: Any = [k for k in (_query(request, "keys") or "").split(",") if k]
+        else:
+            body = self._body(request)
+            if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
+                raise errors.BadRequest('body must be an object {"keys": [...]}')
+            names = body["keys"]
+        keys = [self._key(k, "keys[]") for k in names]
+        node = await self._barrier(request)
+        values = []
+        for key in keys:
+            kv = node.store.get(key)
+            values.append(None if kv is None else kv.value.decode("utf-8"))
+        return self._respond(request, 200, values)
+
+    # Keys
+
+    @app.route("/api/v1/keys/<path:key>", methods=["PUT"])
+    async def put(self, request: IRequest, key: str) -> bytes:
+        encoded = self._key(key)
+        body = self._body(request)
+        if not isinstance(body, dict):
+            raise errors.BadRequest('body must be an object {"value": ...}')
+        unknown = set(body) - {"value", "prev_revision"}
+        if unknown:
+            raise errors.BadRequest(f"unknown fields: {', '.join(sorted(unknown))}")
+        value = self._value(body.get("value"))
+        prev = body.get("prev_revision")
+        if prev is not None and (not _is_int(prev) or prev < 0):
+            raise errors.BadRequest("'prev_revision' must be a non-negative integer")
+        result = await self._write(
+            request, put_command(encoded, value, self._request_id(request), prev)
+        )
+        return self._write_answer(request, key, result)
+
+    @app.route("/api/v1/keys/", methods=["GET", "PUT", "DELETE"])
+    def empty_key(self, request: IRequest) -> bytes:
+        raise errors.BadRequest("'key' must not be empty")
+
+    @app.route("/api/v1/keys/<path:key>", methods=["DELETE"])
+    async def delete(self, request: IRequest, key: str) -> bytes:
+        encoded = self._key(key)
+        prev = _int_query(request, "prev_revision")
+        result = await self._write(
+            request, delete_command(encoded, self._request_id(request), prev)
+        )
+        return self._write_answer(request, key, result)
+
+    def _write_answer(self, request: IRequest, key: str, result: Result) -> bytes:
+        if result.get("ok"):
+            return self._respond(request, 200, {"key": key, "revision": result["revision"]})
+        if result.get("error") == "conflict":
+            raise errors.Conflict(
+                "prev_revision does not match", key=key,
+                current_revision=result["current_revision"],
+            )
+        if result.get("error") == "not_found":
+            raise errors.KeyNotFound(f"key not found: {key}", key=key)
+        raise errors.KvdError(f"unexpected result {result!r}")
+
+    @app.route("/api/v1/keys/<path:key>", methods=["GET"])
+    async def get(self, request: IRequest, key: str) -> bytes:
+        encoded = self._key(key)
+        node = await self._barrier(request)
+        kv = node.store.get(encoded)
+        if kv is None:
+            raise errors.KeyNotFound(f"key not found: {key}", key=key)
+        return self._respond(request, 200, kv.as_json())
+
+    @app.route("/api/v1/keys", methods=["GET"])
+    async def scan(self, request: IRequest) -> bytes:
+        prefix = _utf8(_query(request, "prefix") or "", "prefix")
+        limit = _int_query(request, "limit")
+        if limit is not None and limit <= 0:
+            raise errors.BadRequest("'limit' must be a positive integer")
+        node = await self._barrier(request)
+        end = _prefix_end(prefix)
+        kvs = [kv.as_json() for kv in node.store.range(prefix, end, limit)]
+        return self._respond(request, 200, {"kvs": kvs, "count": len(kvs)})
+
+    # Cluster
+
+    @app.route("/api/v1/cluster", methods=["GET"])
+    def cluster(self, request: IRequest) -> bytes:
+        return self._respond(request, 200, self.node().status())
+
+
+def _utf8(text: str, field: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.BadRequest(f"'{field}' is not valid UTF-8 text") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _query(request: IRequest, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    if not values:
+        return None
+    try:
+        return values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.BadRequest(f"query parameter '{name}' is not UTF-8") from None
+
+
+def _int_query(request: IRequest, name: str) -> int | None:
+    text = _query(request, name)
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise errors.BadRequest(f"query parameter '{name}' must be a non-negative integer")
+    return int(text)
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The first key after every key that starts with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+__all__ = ["ClientAPI", "Limits", "dumps", "ensureDeferred"]

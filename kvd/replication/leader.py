@@ -1,0 +1,146 @@
+"""
+The leader's half of the two-phase commit: batching, counting, committing.
+
+Writes that arrive within one reactor turn become one log entry. The entry
+is appended to the local WAL and streamed to every follower in parallel
+(phase 1); once W voters, this node included and only after its own fsync,
+hold an index of this epoch, it commits (phase 2). Entries of earlier epochs
+commit only through this epoch's marker (safety rule 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from kvd.replication.log import ReplicatedLog
+from kvd.store import Command, noop_command
+from kvd.wal.recovery import LogEntry
+
+#: Cap of commands in one log entry.
+MAX_BATCH_COMMANDS = 4096
+#: Cap of value bytes in one log entry.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
+class Proposal:
+    """A slice of a log entry that one caller is waiting for."""
+
+    __slots__ = ("commands", "done")
+
+    def __init__(self, commands: list[Command]) -> None:
+        self.commands = commands
+        self.done: Deferred[list[dict[str, Any]]] = Deferred()
+
+
+class FollowerLink(Protocol):
+    """What the leader needs of its stream to one follower."""
+
+    node_id: str
+    voter: bool
+    match_index: int
+
+    def wake(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Leader:
+    """Batches proposals into entries and decides when they commit."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        replicated_log: ReplicatedLog,
+        epoch: int,
+        write_quorum: int,
+        on_commit: Callable[[int], None],
+    ) -> None:
+        self._reactor = reactor
+        self._log = replicated_log
+        self.epoch = epoch
+        self.write_quorum = write_quorum
+        self._on_commit = on_commit
+        self.links: dict[str, FollowerLink] = {}
+        self._queue: list[Proposal] = []
+        self._flush_scheduled = False
+        #: Entry index -> the proposals it carries, in order.
+        self.waiting: dict[int, list[Proposal]] = {}
+        self.marker_index = 0
+        self.active = True
+        replicated_log.on_durable.append(self._local_durable)
+
+    def start(self) -> int:
+        """Append this epoch's marker entry; returns its index."""
+        entry = LogEntry(self.epoch, self._log.last_index + 1, [noop_command()])
+        self.marker_index = entry.index
+        self._log.append([entry])
+        self._wake_links()
+        return entry.index
+
+    def stop(self) -> list[Proposal]:
+        """Stop leading; returns the proposals whose fate is now unknown."""
+        self.active = False
+        if self._local_durable in self._log.on_durable:
+            self._log.on_durable.remove(self._local_durable)
+        for link in self.links.values():
+            link.stop()
+        orphans = [p for ps in self.waiting.values() for p in ps] + self._queue
+        self.waiting.clear()
+        self._queue = []
+        return orphans
+
+    def propose(self, commands: list[Command]) -> Deferred[list[dict[str, Any]]]:
+        proposal = Proposal(commands)
+        self._queue.append(proposal)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._reactor.callLater(0, self._flush)
+        return proposal.done
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        while self._queue and self.active:
+            batch: list[Proposal] = []
+            commands: list[Command] = []
+            size = 0
+            while self._queue and len(commands) < MAX_BATCH_COMMANDS and size < MAX_BATCH_BYTES:
+                proposal = self._queue.pop(0)
+                batch.append(proposal)
+                commands.extend(proposal.commands)
+                size += sum(len(c.get("v", b"")) for c in proposal.commands)
+            entry = LogEntry(self.epoch, self._log.last_index + 1, commands)
+            self.waiting[entry.index] = batch
+            self._log.append([entry])
+        self._wake_links()
+
+    def _wake_links(self) -> None:
+        for link in self.links.values():
+            link.wake()
+
+    def _local_durable(self, _index: int) -> None:
+        self.advance_commit()
+
+    def advance_commit(self) -> None:
+        """Commit the highest index of this epoch that W voters hold durably."""
+        if not self.active:
+            return
+        held = [self._log.durable_index]
+        held += [link.match_index for link in self.links.values() if link.voter]
+        held.sort(reverse=True)
+        if len(held) < self.write_quorum:
+            return
+        candidate = held[self.write_quorum - 1]
+        if candidate <= self._log.commit_index or candidate < self.marker_index:
+            return
+        if self._log.epoch_at(candidate) != self.epoch:
+            return
+        self._log.set_commit(candidate)
+        self._on_commit(candidate)
+        self._wake_links()

@@ -1,0 +1,155 @@
+"""
+The replicated log of one node: entries in memory, made durable by the WAL.
+
+Every change (append, truncate, promise, snapshot install) is applied in
+memory at once and returns a Deferred that fires when it is on disk. Callers
+that vote or acknowledge wait for that Deferred (safety rule 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from kvd.wal import record
+from kvd.wal.recovery import LogEntry, Recovered
+from kvd.wal.writer import WalWriter
+
+log = Logger()
+
+
+class FatalLogError(Exception):
+    """The node was asked to do something that would corrupt committed state."""
+
+
+class ReplicatedLog:
+    """Entries after the snapshot base, the promised epoch and the commit mark."""
+
+    def __init__(self, writer: WalWriter, recovered: Recovered) -> None:
+        self._writer = writer
+        self.base_epoch, self.base_index = recovered.base
+        self.entries: list[LogEntry] = list(recovered.entries)
+        self.promised_epoch = recovered.promised_epoch
+        self.commit_mark = recovered.commit_mark
+        #: Highest index known to be on disk here.
+        self.durable_index = self.last_index
+        #: Commit index: committed entries are never truncated.
+        self.commit_index = min(recovered.commit_mark, self.last_index)
+        self.on_durable: list[Callable[[int], None]] = []
+        # Bumped by each truncation, so that an append written before it
+        # cannot vouch for the different entries now at its indexes.
+        self._generation = 0
+
+    @property
+    def last_index(self) -> int:
+        return self.entries[-1].index if self.entries else self.base_index
+
+    @property
+    def last_epoch(self) -> int:
+        return self.entries[-1].epoch if self.entries else self.base_epoch
+
+    @property
+    def last(self) -> tuple[int, int]:
+        return (self.last_epoch, self.last_index)
+
+    def epoch_at(self, index: int) -> int | None:
+        """The epoch of the entry at ``index``; None if not held (or compacted away)."""
+        if index == self.base_index:
+            return self.base_epoch
+        if index < self.base_index or index > self.last_index:
+            return None
+        return self.entries[index - self.base_index - 1].epoch
+
+    def entry(self, index: int) -> LogEntry:
+        return self.entries[index - self.base_index - 1]
+
+    def entries_between(self, first: int, last: int) -> list[LogEntry]:
+        """Entries ``first..last`` inclusive; ``first`` must be above the base."""
+        return self.entries[first - self.base_index - 1 : last - self.base_index]
+
+    def append(self, entries: list[LogEntry]) -> Deferred[None]:
+        """Append contiguous entries; fires when they are durable."""
+        if not entries:
+            return self._writer.append([], self.last_index + 1)
+        if entries[0].index != self.last_index + 1:
+            raise FatalLogError(f"append of {entries[0].index} after {self.last_index}")
+        self.entries.extend(entries)
+        records = [record.entry(e.epoch, e.index, e.commands) for e in entries]
+        last = entries[-1].index
+        d = self._writer.append(records, entries[0].index, last)
+        d.addCallback(self._durable, last, self._generation)
+        return d
+
+    def _durable(self, _: None, index: int, generation: int) -> None:
+        if generation == self._generation and index > self.durable_index:
+            self.durable_index = min(index, self.last_index)
+            for callback in list(self.on_durable):
+                callback(self.durable_index)
+
+    def truncate_from(self, first_dropped: int) -> Deferred[None]:
+        """Drop entries ``first_dropped..``; refuses to touch committed entries."""
+        if first_dropped <= self.commit_index:
+            raise FatalLogError(
+                f"asked to truncate from {first_dropped} at or below commit index "
+                f"{self.commit_index}"
+            )
+        if first_dropped > self.last_index:
+            return self._writer.append([], first_dropped)
+        del self.entries[first_dropped - self.base_index - 1 :]
+        self._generation += 1
+        self.durable_index = min(self.durable_index, self.last_index)
+        d = self._writer.append([record.truncate(first_dropped)], first_dropped,
+                                force_sync=True)
+        # The WAL writes in order: once the truncation is on disk, so is
+        # every entry before it.
+        d.addCallback(self._durable, first_dropped - 1, self._generation)
+        return d
+
+    def promise(self, epoch: int) -> Deferred[None]:
+        """Persist a promise to reject anything older than ``epoch``."""
+        if epoch < self.promised_epoch:
+            raise FatalLogError(f"promise {epoch} below {self.promised_epoch}")
+        self.promised_epoch = epoch
+        return self._writer.append([record.promise(epoch)], self.last_index + 1,
+                                   force_sync=True)
+
+    def set_commit(self, commit_index: int) -> None:
+        """Raise the commit index; its mark rides along with the next WAL batch."""
+        if commit_index <= self.commit_index:
+            return
+        if commit_index > self.last_index:
+            raise FatalLogError(f"commit {commit_index} beyond last index {self.last_index}")
+        self.commit_index = commit_index
+        self._writer.append([record.commit(commit_index)], self.last_index + 1)
+
+    def install_snapshot(self, epoch: int, index: int) -> Deferred[None]:
+        """Record that a snapshot at (epoch, index) is now the base."""
+        kept = [e for e in self.entries if e.index > index]
+        if not (kept and kept[0].index == index + 1 and self.epoch_at(index) == epoch):
+            kept = []
+        self.entries = kept
+        self.base_epoch, self.base_index = epoch, index
+        self.commit_index = max(self.commit_index, index)
+        self.durable_index = max(self.durable_index, index)
+        return self._writer.append([record.snapshot_installed(epoch, index)], index + 1,
+                                   force_sync=True)
+
+    def compact(self, upto: int) -> None:
+        """Forget in-memory entries up to ``upto`` (a snapshot holds them)."""
+        upto = min(upto, self.commit_index)
+        if upto <= self.base_index:
+            return
+        self.base_epoch = self.epoch_at(upto) or self.base_epoch
+        del self.entries[: upto - self.base_index]
+        self.base_index = upto
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "base": [self.base_epoch, self.base_index],
+            "last": list(self.last),
+            "commit_index": self.commit_index,
+            "promised_epoch": self.promised_epoch,
+        }

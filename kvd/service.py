@@ -1,0 +1,178 @@
+"""
+The service tree of one node: the HTTP listener, WAL recovery, the node's role.
+
+The listener starts first so that ``/readyz`` answers 503 while the WAL is
+replayed on a thread; the node takes its role once recovery has finished.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+
+from kvd.api.client import ClientAPI, Limits
+from kvd.config import NodeConfig
+from kvd.node import Node, NodeSettings
+from kvd.replication.log import ReplicatedLog
+from kvd.store import Store
+from kvd.wal import snapshot
+from kvd.wal.layout import DataDir, Identity
+from kvd.wal.recovery import Recovered, WalCorruption, recover
+from kvd.wal.writer import WalWriter
+
+
+def recover_store(data_dir: DataDir, node_id: str | None) -> tuple[Recovered, Store, Identity]:
+    """Read the data dir back: log, store as of the last commit mark, identity. Blocking."""
+    data_dir.create()
+    identity = data_dir.identity(node_id)
+    recovered = recover(data_dir)
+    if recovered.snapshot is not None:
+        store = Store.from_snapshot(recovered.snapshot.store)
+    else:
+        store = Store()
+    # Only what is known committed reaches the store; the rest waits for a leader.
+    for entry in recovered.entries:
+        if entry.index > recovered.commit_mark:
+            break
+        store.apply(entry.index, entry.commands)
+    return recovered, store, identity
+
+
+def open_node(
+    reactor: Any,
+    data_dir: DataDir,
+    outcome: tuple[Recovered, Store, Identity],
+    settings: NodeSettings,
+    fsync: bool,
+    on_fatal: Callable[[Failure], None] | None = None,
+    pool: Any = None,
+) -> tuple[Node, WalWriter]:
+    """A node over recovered state, with its WAL writer started."""
+    recovered, store, identity = outcome
+    writer = WalWriter(reactor, data_dir, recovered.segments, fsync=fsync, on_fatal=on_fatal,
+                       pool=pool)
+    writer.start()
+    writer.open_last()
+    node = Node(reactor, identity, settings, store, ReplicatedLog(writer, recovered))
+    Node.log.info(
+        "Node {node_id} recovered: applied index {applied}, last index {last}, "
+        "revision {revision}, {keys} keys",
+        node_id=identity.node_id, applied=store.applied_index,
+        last=node.rlog.last_index, revision=store.revision, keys=len(store),
+    )
+    return node, writer
+
+
+class KvdService(MultiService):
+    """One kvd node under twistd."""
+
+    log = Logger()
+
+    def __init__(self, config: NodeConfig, reactor: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
+        self.config = config
+        self.node: Node | None = None
+        self.writer: WalWriter | None = None
+        self.data_dir = DataDir(config.data_dir)
+        self.api = ClientAPI(lambda: self.node, Limits(
+            config.max_key_bytes, config.max_value_bytes, config.max_body_bytes))
+        self.site = Site(self.api.resource())
+        self.site.displayTracebacks = False
+        strports.service(config.listen, self.site).setServiceParent(self)
+        self._snapshotting = False
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        if not self.config.fsync:
+            self.log.warn("--fsync none: acknowledged writes can be lost on a crash. "
+                          "For benchmarks only.")
+        super().startService()
+        self.log.info("Recovering {data_dir}", data_dir=self.data_dir.root)
+        d = deferToThread(self._recover)
+        d.addCallback(self._recovered)
+        d.addCallbacks(self.ready.callback, self._fatal)
+
+    def _recover(self) -> tuple[Recovered, Store, Identity]:
+        return recover_store(self.data_dir, self.config.node_id)
+
+    def _recovered(self, outcome: tuple[Recovered, Store, Identity]) -> Deferred[None]:
+        recovered, store, identity = outcome
+        settings = NodeSettings(
+            url=self.config.advertise,
+            write_timeout=self.config.write_timeout,
+            snapshot_entries=self.config.snapshot_entries,
+        )
+        self.node, self.writer = open_node(
+            self.reactor, self.data_dir, outcome, settings, self.config.fsync, self._fatal
+        )
+        self.node.snapshotter = self.take_snapshot
+        if self.config.standalone:
+            return self.node.become_standalone()
+        self.log.error("Cluster mode is not available yet; start with --standalone")
+        return succeed(None)
+
+    def _fatal(self, failure: Failure) -> None:
+        if failure.check(WalCorruption):
+            self.log.critical("{message}", message=failure.getErrorMessage())
+        else:
+            self.log.failure("Fatal error; stopping the node", failure)
+        # A node that cannot trust its disk must not serve: stop hard, non-zero.
+        sys.stdout.flush()
+        self.reactor.callLater(0, os._exit, 1)
+
+    def take_snapshot(self) -> Deferred[None]:
+        """Snapshot the applied store off the reactor thread, then compact."""
+        node, writer = self.node, self.writer
+        if node is None or writer is None or self._snapshotting:
+            return succeed(None)
+        index = node.store.applied_index
+        epoch = node.rlog.epoch_at(index)
+        if epoch is None:
+            return succeed(None)
+        self._snapshotting = True
+        state = snapshot.Snapshot(epoch, index, node.store.snapshot_state(), {})
+        active_at_capture = writer.active_segment
+        keep_from = max(0, index - node.settings.log_tail)
+
+        def compact(path: str) -> Deferred[object]:
+            self.log.info("Snapshot {path} at index {index}", path=path, index=index)
+            node.rlog.compact(keep_from)
+            return writer.run_exclusive(
+                lambda: writer.delete_segments_before(active_at_capture, keep_from)
+            )
+
+        def done(result: object) -> None:
+            self._snapshotting = False
+            if isinstance(result, Failure):
+                self.log.failure("Snapshot failed", result)
+
+        d = deferToThread(snapshot.write, self.data_dir, state)
+        d.addCallback(compact)
+        d.addBoth(done)
+        return d
+
+    def stopService(self) -> Deferred[Any]:
+        d = super().stopService()
+        node = self.node
+        if node is not None:
+            node.step_down("the node is stopping")
+        writer = self.writer
+        if writer is None:
+            return d
+        closing = writer.run_exclusive(writer.close)
+        return DeferredList([d, closing], consumeErrors=True)

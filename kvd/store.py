@@ -1,0 +1,220 @@
+"""
+The deterministic state machine every replica applies the committed log to.
+
+It knows nothing of HTTP, ZooKeeper or files: ``apply`` takes one log entry's
+commands and returns one result per command, identically on every node.
+Values are kept as one ``bytes`` object per key (a packed header followed by
+the value) so a million keys cost a few hundred bytes each, not a dict of
+metadata objects each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+# create_revision, mod_revision, version
+_HEADER = struct.Struct("<QQI")
+
+Command = dict[str, Any]
+Result = dict[str, Any]
+
+#: How many request ids the store remembers for idempotent retries.
+DEFAULT_REQUEST_WINDOW = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One key as a client sees it."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key.decode("utf-8"),
+            "value": self.value.decode("utf-8"),
+            "revision": self.mod_revision,
+            "create_revision": self.create_revision,
+            "version": self.version,
+        }
+
+
+def _pack(create: int, mod: int, version: int, value: bytes) -> bytes:
+    return _HEADER.pack(create, mod, version) + value
+
+
+def _unpack(key: bytes, packed: bytes) -> KeyValue:
+    create, mod, version = _HEADER.unpack_from(packed)
+    return KeyValue(key, packed[_HEADER.size :], create, mod, version)
+
+
+def put_command(
+    key: bytes, value: bytes, request_id: str, prev_revision: int | None = None
+) -> Command:
+    """A put, or a compare-and-set when ``prev_revision`` is given (0: must not exist)."""
+    command: Command = {"op": "put", "k": key, "v": value, "rid": request_id}
+    if prev_revision is not None:
+        command["prev"] = prev_revision
+    return command
+
+
+def delete_command(key: bytes, request_id: str, prev_revision: int | None = None) -> Command:
+    command: Command = {"op": "del", "k": key, "rid": request_id}
+    if prev_revision is not None:
+        command["prev"] = prev_revision
+    return command
+
+
+def noop_command() -> Command:
+    """The marker a new leader commits at the start of its epoch."""
+    return {"op": "noop"}
+
+
+class Store:
+    """Keys, revisions and the idempotency window, changed only by ``apply``."""
+
+    def __init__(self, request_window: int = DEFAULT_REQUEST_WINDOW) -> None:
+        self._data: SortedDict = SortedDict()
+        self._requests: OrderedDict[str, Result] = OrderedDict()
+        self._request_window = request_window
+        #: The store revision: bumped by every change to a key.
+        self.revision = 0
+        #: The last log index applied.
+        self.applied_index = 0
+        self.value_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: bytes) -> KeyValue | None:
+        packed = self._data.get(key)
+        return None if packed is None else _unpack(key, packed)
+
+    def range(
+        self, start: bytes = b"", end: bytes | None = None, limit: int | None = None
+    ) -> Iterator[KeyValue]:
+        """Keys in ``[start, end)`` in key order."""
+        keys = self._data.irange(start, end, inclusive=(True, False))
+        for n, key in enumerate(keys):
+            if limit is not None and n >= limit:
+                return
+            yield _unpack(key, self._data[key])
+
+    def result_for(self, request_id: str) -> Result | None:
+        """The result a request id already got, for idempotent retries."""
+        return self._requests.get(request_id)
+
+    def apply(self, index: int, commands: Sequence[Command]) -> list[Result]:
+        """Apply the commands of log entry ``index``; return one result each."""
+        if index <= self.applied_index:
+            raise ValueError(f"entry {index} applied twice (applied {self.applied_index})")
+        results = [self._apply_one(command) for command in commands]
+        self.applied_index = index
+        return results
+
+    def _apply_one(self, command: Command) -> Result:
+        request_id = command.get("rid")
+        if request_id is not None:
+            earlier = self._requests.get(request_id)
+            if earlier is not None:
+                return earlier
+        op = command["op"]
+        if op == "put":
+            result = self._put(command)
+        elif op == "del":
+            result = self._delete(command)
+        elif op in ("noop", "config"):
+            result = {"ok": True}
+        else:
+            # Unknown operations must still be deterministic on every replica.
+            result = {"ok": False, "error": "unknown_op"}
+        if request_id is not None:
+            self._remember(request_id, result)
+        return result
+
+    def _check_prev(self, key: bytes, command: Command) -> Result | None:
+        expected = command.get("prev")
+        if expected is None:
+            return None
+        packed = self._data.get(key)
+        current = 0 if packed is None else _HEADER.unpack_from(packed)[1]
+        if current != expected:
+            return {"ok": False, "error": "conflict", "revision": self.revision,
+                    "current_revision": current}
+        return None
+
+    def _put(self, command: Command) -> Result:
+        key: bytes = command["k"]
+        value: bytes = command["v"]
+        failed = self._check_prev(key, command)
+        if failed is not None:
+            return failed
+        self.revision += 1
+        packed = self._data.get(key)
+        if packed is None:
+            create, version = self.revision, 1
+        else:
+            create, _, version = _HEADER.unpack_from(packed)
+            version += 1
+            self.value_bytes -= len(packed) - _HEADER.size
+        self._data[key] = _pack(create, self.revision, version, value)
+        self.value_bytes += len(value)
+        return {"ok": True, "revision": self.revision}
+
+    def _delete(self, command: Command) -> Result:
+        key: bytes = command["k"]
+        failed = self._check_prev(key, command)
+        if failed is not None:
+            return failed
+        packed = self._data.pop(key, None)
+        if packed is None:
+            return {"ok": False, "error": "not_found", "revision": self.revision}
+        self.value_bytes -= len(packed) - _HEADER.size
+        self.revision += 1
+        return {"ok": True, "revision": self.revision}
+
+    def _remember(self, request_id: str, result: Result) -> None:
+        self._requests[request_id] = result
+        while len(self._requests) > self._request_window:
+            self._requests.popitem(last=False)
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """A consistent copy to serialise off the reactor thread.
+
+        Values are immutable ``bytes``, so shallow copies are enough.
+        """
+        return {
+            "revision": self.revision,
+            "applied_index": self.applied_index,
+            "data": dict.copy(self._data),
+            "requests": list(self._requests.items()),
+        }
+
+    @classmethod
+    def from_snapshot(
+        cls, state: dict[str, Any], request_window: int = DEFAULT_REQUEST_WINDOW
+    ) -> Store:
+        store = cls(request_window)
+        store.revision = state["revision"]
+        store.applied_index = state["applied_index"]
+        store._data = SortedDict(state["data"])
+        store._requests = OrderedDict((rid, res) for rid, res in state["requests"])
+        store.value_bytes = sum(len(v) - _HEADER.size for v in store._data.values())
+        return store
+
+    def digest(self) -> str:
+        """A digest of the keys and their metadata, to compare replicas."""
+        h = hashlib.sha256(str(self.revision).encode())
+        for key, packed in self._data.items():
+            h.update(struct.pack("<I", len(key)) + key + struct.pack("<I", len(packed)) + packed)
+        return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Helpers for tests and local runs: throw-away ZooKeeper servers and the like."""

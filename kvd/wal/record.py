@@ -1,0 +1,130 @@
+"""
+The WAL record codec: ``u32 length | u32 crc32c | payload``.
+
+Payloads are msgpack arrays whose first element is the record type, so a
+reader can tell an entry from an epoch promise, a truncation, a commit mark
+or a snapshot-installed mark without a schema.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import crc32c
+import msgpack
+
+HEADER = struct.Struct("<II")
+
+#: Refuse to believe a length above this: it is garbage, not a record.
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+
+
+class RecordType(IntEnum):
+    ENTRY = 1  # [1, epoch, index, commands]
+    PROMISE = 2  # [2, epoch]
+    TRUNCATE = 3  # [3, first index dropped]
+    COMMIT = 4  # [4, commit index]
+    SNAPSHOT = 5  # [5, epoch, index]: a snapshot was installed at (epoch, index)
+
+
+def pack(payload: list[Any]) -> bytes:
+    body = msgpack.packb(payload, use_bin_type=True)
+    return HEADER.pack(len(body), crc32c.crc32c(body)) + body
+
+
+def unpack_payload(body: bytes) -> list[Any]:
+    return msgpack.unpackb(body, raw=False, strict_map_key=False)
+
+
+def entry(epoch: int, index: int, commands: list[dict[str, Any]]) -> bytes:
+    return pack([RecordType.ENTRY, epoch, index, commands])
+
+
+def promise(epoch: int) -> bytes:
+    return pack([RecordType.PROMISE, epoch])
+
+
+def truncate(first_dropped: int) -> bytes:
+    return pack([RecordType.TRUNCATE, first_dropped])
+
+
+def commit(commit_index: int) -> bytes:
+    return pack([RecordType.COMMIT, commit_index])
+
+
+def snapshot_installed(epoch: int, index: int) -> bytes:
+    return pack([RecordType.SNAPSHOT, epoch, index])
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """Where and why a segment stops making sense."""
+
+    offset: int
+    reason: str
+    #: True when nothing valid follows: a torn write, not corruption.
+    at_tail: bool
+
+
+def _read_one(data: bytes, offset: int) -> tuple[list[Any], int] | str:
+    """Decode the record at ``offset``; the payload and the next offset, or why not."""
+    if len(data) - offset < HEADER.size:
+        return "short header"
+    length, checksum = HEADER.unpack_from(data, offset)
+    if length > MAX_RECORD_BYTES:
+        return f"implausible length {length}"
+    end = offset + HEADER.size + length
+    if end > len(data):
+        return f"record of {length} bytes runs past the end of the file"
+    body = data[offset + HEADER.size : end]
+    if crc32c.crc32c(body) != checksum:
+        return "checksum mismatch"
+    try:
+        payload = unpack_payload(body)
+    except Exception as e:  # msgpack raises several types for bad input
+        return f"undecodable payload ({e})"
+    if not isinstance(payload, list) or not payload:
+        return "payload is not a record"
+    return payload, end
+
+
+def _anything_valid_after(data: bytes, offset: int) -> bool:
+    """Does any well-formed record start after ``offset``?
+
+    A torn write leaves garbage only at the very end; a valid record beyond a
+    bad one means the bad one is corruption in the middle of the log.
+    """
+    for start in range(offset + 1, len(data) - HEADER.size + 1):
+        length, checksum = HEADER.unpack_from(data, start)
+        end = start + HEADER.size + length
+        if length == 0 or end > len(data):
+            continue
+        if crc32c.crc32c(data[start + HEADER.size : end]) == checksum:
+            return True
+    return False
+
+
+def read_records(data: bytes) -> tuple[list[tuple[int, list[Any]]], BadRecord | None]:
+    """All records of a segment as ``(offset, payload)``, and the first bad spot, if any."""
+    records: list[tuple[int, list[Any]]] = []
+    offset = 0
+    while offset < len(data):
+        outcome = _read_one(data, offset)
+        if isinstance(outcome, str):
+            return records, BadRecord(offset, outcome, not _anything_valid_after(data, offset))
+        payload, end = outcome
+        records.append((offset, payload))
+        offset = end
+    return records, None
+
+
+def iter_payloads(data: bytes) -> Iterator[list[Any]]:
+    records, bad = read_records(data)
+    if bad is not None:
+        raise ValueError(f"bad record at offset {bad.offset}: {bad.reason}")
+    for _, payload in records:
+        yield payload

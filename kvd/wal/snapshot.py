@@ -1,0 +1,84 @@
+"""
+Snapshots: the applied store at one log position, checksummed like a record.
+
+They are serialised and fsynced off the reactor thread; the newest one that
+reads back whole is the base of recovery.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import crc32c
+import msgpack
+from twisted.logger import Logger
+
+from kvd.wal.layout import DataDir
+from kvd.wal.record import HEADER
+
+log = Logger()
+
+#: How many snapshots to keep: the newest, and one in case it is unreadable.
+KEEP_SNAPSHOTS = 2
+
+
+@dataclass
+class Snapshot:
+    """The store state as of log position ``(epoch, index)``."""
+
+    epoch: int
+    index: int
+    store: dict[str, Any]
+    #: Extra replicated state (the voter set) that lives beside the store.
+    meta: dict[str, Any]
+
+
+def encode(snapshot: Snapshot) -> bytes:
+    body = msgpack.packb(
+        {"epoch": snapshot.epoch, "index": snapshot.index, "store": snapshot.store,
+         "meta": snapshot.meta},
+        use_bin_type=True,
+    )
+    return HEADER.pack(len(body), crc32c.crc32c(body)) + body
+
+
+def decode(data: bytes) -> Snapshot:
+    if len(data) < HEADER.size:
+        raise ValueError("snapshot shorter than its header")
+    length, checksum = HEADER.unpack_from(data)
+    body = data[HEADER.size :]
+    if len(body) != length or crc32c.crc32c(body) != checksum:
+        raise ValueError("snapshot checksum or length mismatch")
+    obj = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    return Snapshot(obj["epoch"], obj["index"], obj["store"], obj.get("meta", {}))
+
+
+def write(data_dir: DataDir, snapshot: Snapshot) -> str:
+    """Write a snapshot durably and drop all but the newest few. Blocking."""
+    path = data_dir.snapshot_path(snapshot.index)
+    data_dir.write_atomically(path, encode(snapshot))
+    for index in data_dir.snapshot_indexes()[:-KEEP_SNAPSHOTS]:
+        os.unlink(data_dir.snapshot_path(index))
+    return path
+
+
+def write_raw(data_dir: DataDir, index: int, data: bytes) -> str:
+    """Install a snapshot received from a leader, after checking it. Blocking."""
+    decode(data)
+    path = data_dir.snapshot_path(index)
+    data_dir.write_atomically(path, data)
+    return path
+
+
+def load_newest(data_dir: DataDir) -> Snapshot | None:
+    """The newest snapshot that reads back whole. Blocking."""
+    for index in reversed(data_dir.snapshot_indexes()):
+        path = data_dir.snapshot_path(index)
+        try:
+            with open(path, "rb") as f:
+                return decode(f.read())
+        except (OSError, ValueError, KeyError, msgpack.ExtraData) as e:
+            log.warn("Skipping unreadable snapshot {path}: {error}", path=path, error=str(e))
+    return None

@@ -1,0 +1,1 @@
+"""Shared pytest configuration: pytest-twisted drives the default reactor."""
