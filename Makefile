@@ -27,11 +27,11 @@ run: deps
 	$(PY) -m kvd.devcluster
 
 test: deps
-	$(PY) -m ruff check kvd tests bench twisted
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 lint: deps
-	$(PY) -m ruff check kvd tests bench twisted
+	$(PY) -m ruff check .
 
 bench: deps
 	$(PY) bench/standalone.py

@@ -8,6 +8,7 @@ them. Committed entries are applied here, in index order, and only here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,13 +16,17 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kvd.errors import NotReady, OutcomeUnknown
+from kvd.replication.follower import Follower
 from kvd.replication.leader import Leader
 from kvd.replication.log import ReplicatedLog
+from kvd.replication.peer import NotDelivered, PeerClient, PeerError
 from kvd.store import Command, Result, Store
-from kvd.wal.layout import Identity
+from kvd.wal.layout import DataDir, Identity
 
 
 class Role(StrEnum):
@@ -73,6 +78,18 @@ class Node:
         self.on_applied: list[Callable[[int, list[Command], list[Result]], None]] = []
         self.snapshotter: Callable[[], object] | None = None
         self._last_snapshot_index = store.applied_index
+        #: Voters from the ZooKeeper config znode; only used while the log has none.
+        self.bootstrap_voters: dict[str, str] = {}
+        self.snapshot_voters: dict[str, str] = {}
+        self._voters_cache: tuple[tuple[int, int], dict[str, str]] | None = None
+        self.data_dir: DataDir | None = None
+        self.peer: PeerClient | None = None
+        self.follower = Follower(self)
+        self._read_batch: Deferred[int] | None = None
+        self._read_batch_sent = False
+        self.on_fatal: Callable[[str], None] | None = None
+        #: Called when this node hears of a newer epoch (the coordinator steps down).
+        self.on_newer_epoch: list[Callable[[int], None]] = []
 
     @property
     def node_id(self) -> str:
@@ -100,23 +117,173 @@ class Node:
         d.addCallback(serving)
         return d
 
-    def step_down(self, reason: str) -> None:
+    def step_down(self, reason: str, role: Role = Role.LOOKING) -> None:
         """Stop leading; writes in flight answer 504 (outcome unknown)."""
+        if self.role in (Role.LEADER, Role.SYNCING):
+            self.role = role
+            self.leader_info = None
         if self.leader is None:
             return
+        self.log.info("Stepping down from epoch {epoch}: {reason}", epoch=self.epoch,
+                      reason=reason)
         leader, self.leader = self.leader, None
         for proposal in leader.stop():
             if not proposal.done.called:
                 proposal.done.errback(OutcomeUnknown(reason))
 
+    def lead(self, epoch: int, write_quorum: int, extra: list[Command]) -> int:
+        """Start leading ``epoch`` after sync: append the marker; returns its index."""
+        self.epoch = epoch
+        self.role = Role.SYNCING
+        self.leader = Leader(self.reactor, self.rlog, epoch, write_quorum, self.apply_committed,
+                             self.node_id, self.settings.url, self.saw_epoch)
+        return self.leader.start(extra)
+
+    def serving_as_leader(self) -> None:
+        self.role = Role.LEADER
+        self.unavailable = None
+        self.leader_info = {"node_id": self.node_id, "url": self.settings.url}
+
+    def saw_epoch(self, epoch: int) -> None:
+        """A newer epoch exists: a leader of an older one stops at once (rule 1)."""
+        if epoch > self.epoch and self.leader is not None:
+            self.step_down(f"epoch {epoch} superseded ours ({self.epoch})")
+        for callback in list(self.on_newer_epoch):
+            callback(epoch)
+
+    def follow(self, epoch: int, leader_id: str, url: str) -> None:
+        if self.leader is not None and epoch > self.epoch:
+            self.step_down(f"following {leader_id} at epoch {epoch}")
+        if self.leader is None:
+            if self.role != Role.FOLLOWER or self.epoch != epoch:
+                self.log.info("Following {leader} at epoch {epoch}", leader=leader_id,
+                              epoch=epoch)
+            self.role = Role.FOLLOWER
+            self.epoch = epoch
+            self.leader_info = {"node_id": leader_id, "url": url}
+            self.unavailable = None
+
+    def advance_follower_commit(self, commit_index: int) -> None:
+        if commit_index > self.rlog.commit_index:
+            self.rlog.set_commit(commit_index)
+            self.apply_committed(commit_index)
+
+    def fatal(self, message: str) -> None:
+        self.log.critical("{message}", message=message)
+        self.unavailable = message
+        if self.on_fatal is not None:
+            self.on_fatal(message)
+
+    # Forgetful disks (safety rule 5)
+
+    def _torn_marker(self) -> str | None:
+        return None if self.data_dir is None else os.path.join(self.data_dir.root, "torn-tail")
+
+    @property
+    def torn_unacked(self) -> bool:
+        """Dropped a torn tail and has not acknowledged entries from a leader since."""
+        marker = self._torn_marker()
+        return marker is not None and os.path.exists(marker)
+
+    def mark_torn(self) -> None:
+        marker = self._torn_marker()
+        if marker is not None:
+            with open(marker, "w") as f:
+                f.write("dropped a torn WAL tail; not counted in a sync quorum yet\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    def clear_torn(self) -> None:
+        marker = self._torn_marker()
+        if marker is not None and os.path.exists(marker):
+            os.unlink(marker)
+
+    def replace_store(self, store: Store) -> None:
+        """Adopt a store installed from a leader's snapshot."""
+        self.store = store
+        self._last_snapshot_index = store.applied_index
+        self._release_applied_waiters()
+
+    # Voters (safety rule 4)
+
+    def voters(self) -> dict[str, str]:
+        """node id -> incarnation: the newest config entry in the log, else bootstrap."""
+        key = (self.rlog.last_index, len(self.rlog.entries))
+        if self._voters_cache is not None and self._voters_cache[0] == key:
+            return self._voters_cache[1]
+        found: dict[str, str] | None = None
+        for entry in reversed(self.rlog.entries):
+            for command in entry.commands:
+                if command.get("op") == "config":
+                    found = {str(i): str(inc) for i, inc in command["voters"]}
+            if found is not None:
+                break
+        if found is None:
+            found = self.snapshot_voters or self.bootstrap_voters
+        self._voters_cache = (key, found)
+        return found
+
+    def voter_ids(self) -> set[str]:
+        if self.role == Role.STANDALONE:
+            return {self.node_id}
+        return set(self.voters())
+
+    def is_voter(self) -> bool:
+        return self.voters().get(self.node_id) == self.identity.incarnation
+
+    def log_has_config(self) -> bool:
+        return any(c.get("op") == "config" for e in self.rlog.entries for c in e.commands) \
+            or bool(self.snapshot_voters)
+
+    def read_snapshot_file(self) -> Deferred[bytes | None]:
+        data_dir = self.data_dir
+        if data_dir is None or not data_dir.snapshot_indexes():
+            return succeed(None)
+        path = data_dir.snapshot_path(data_dir.snapshot_indexes()[-1])
+
+        def read() -> bytes:
+            with open(path, "rb") as f:
+                return f.read()
+
+        return deferToThread(read)
+
     # Writes
 
     def submit(self, commands: list[Command]) -> Deferred[list[Result]]:
-        """Replicate and apply ``commands``; fire with their results."""
-        if self.unavailable is not None or self.leader is None:
-            raise NotReady(self.unavailable or "this node does not lead")
+        """Replicate and apply ``commands``; fire with their results.
+
+        A follower forwards them to the leader it knows of.
+        """
+        if self.unavailable is not None:
+            raise NotReady(self.unavailable)
+        if self.leader is None or self.role not in (Role.LEADER, Role.STANDALONE):
+            return self._forward(commands)
         d = self.leader.propose(commands)
         d.addTimeout(self.settings.write_timeout, self.reactor, self._write_timed_out)
+        return d
+
+    def _forward(self, commands: list[Command]) -> Deferred[list[Result]]:
+        leader = self.leader_info
+        if self.role != Role.FOLLOWER or leader is None or self.peer is None:
+            raise NotReady("no leader is known right now; retry shortly")
+        d = self.peer.call(leader["url"], "forward", {"commands": commands},
+                           self.settings.write_timeout + 1)
+
+        def failed(failure: Failure) -> None:
+            if failure.check(NotDelivered):
+                raise NotReady(f"the leader at {leader['url']} is unreachable")
+            if failure.check(PeerError):
+                error = failure.value
+                assert isinstance(error, PeerError)
+                body = error.body if isinstance(error.body, dict) else {}
+                message = body.get("message", "the leader refused the write")
+                if error.status == 503:
+                    raise NotReady(message)
+                raise OutcomeUnknown(message)
+            raise OutcomeUnknown(f"forwarding to the leader failed after it was sent: "
+                                 f"{failure.getErrorMessage()}")
+
+        d.addCallbacks(lambda answer: answer["results"], failed)
         return d
 
     @staticmethod
@@ -178,8 +345,14 @@ class Node:
     def read_barrier(self, linearizable: bool, min_revision: int = 0) -> Deferred[None]:
         """Fires when a local read reflects what the caller asked for."""
         if linearizable:
-            if self.role in (Role.STANDALONE, Role.LEADER) and self.leader is not None:
+            if self.role == Role.STANDALONE and self.leader is not None:
                 d = self.wait_applied(self.rlog.commit_index)
+            elif self.role == Role.LEADER and self.leader is not None:
+                d = self.leader.read_index()
+                d.addCallback(self.wait_applied)
+            elif self.role == Role.FOLLOWER and self.leader_info is not None:
+                d = self._follower_read_index()
+                d.addCallback(self.wait_applied)
             else:
                 raise NotReady(self.unavailable or "no leader to confirm a linearizable read")
         else:
@@ -188,6 +361,29 @@ class Node:
             d.addCallback(lambda _: self._wait_revision(min_revision))
         d.addTimeout(self.settings.read_timeout, self.reactor, _read_timed_out)
         return d
+
+    def _follower_read_index(self) -> Deferred[int]:
+        """Ask the leader for a read index; reads that arrive meanwhile share the next ask."""
+        if self._read_batch is None or self._read_batch_sent:
+            self._read_batch = Deferred()
+            self._read_batch_sent = False
+            self.reactor.callLater(0, self._send_read_batch, self._read_batch)
+        batch = self._read_batch
+        mine: Deferred[int] = Deferred()
+        batch.addBoth(_chain, mine)
+        return mine
+
+    def _send_read_batch(self, batch: Deferred[int]) -> None:
+        self._read_batch_sent = True
+        leader = self.leader_info
+        if leader is None or self.peer is None:
+            batch.errback(NotReady("no leader to confirm a linearizable read"))
+            return
+        d = self.peer.call(leader["url"], "readindex", {}, self.settings.read_timeout)
+        d.addCallback(lambda answer: int(answer["index"]))
+        d.addErrback(lambda f: _raise(NotReady(
+            f"the leader could not confirm a read: {f.getErrorMessage()}")))
+        d.chainDeferred(batch)
 
     def _wait_revision(self, revision: int) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -214,6 +410,18 @@ class Node:
                  "last_index": self.rlog.last_index, "lag": 0}
             ],
         }
+
+
+def _chain(result: Any, d: Deferred[Any]) -> Any:
+    if isinstance(result, Failure):
+        d.errback(result)
+    else:
+        d.callback(result)
+    return result if not isinstance(result, Failure) else None
+
+
+def _raise(error: Exception) -> None:
+    raise error
 
 
 def _read_timed_out(result: object, timeout: float) -> object:

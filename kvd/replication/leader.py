@@ -10,6 +10,7 @@ commit only through this epoch's marker (safety rule 3).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -43,10 +44,27 @@ class FollowerLink(Protocol):
     node_id: str
     voter: bool
     match_index: int
+    sent_seq: int
+    confirmed_seq: int
+    last_ok: float
 
-    def wake(self) -> None: ...
+    def wake(self, force: bool = False) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class NotLeading(Exception):
+    """A read index was asked of a node that does not (or no longer) lead."""
+
+
+class _ReadRound:
+    """One leadership confirmation shared by every read that joined it."""
+
+    def __init__(self, commit_index: int, reads: list[Deferred[int]],
+                 thresholds: dict[str, int]) -> None:
+        self.commit_index = commit_index
+        self.reads = reads
+        self.thresholds = thresholds
 
 
 class Leader:
@@ -61,8 +79,17 @@ class Leader:
         epoch: int,
         write_quorum: int,
         on_commit: Callable[[int], None],
+        node_id: str = "",
+        url: str = "",
+        on_higher_epoch: Callable[[int], None] | None = None,
     ) -> None:
+        self.reactor = reactor
         self._reactor = reactor
+        self.node_id = node_id
+        self.url = url
+        self._on_higher_epoch = on_higher_epoch
+        self._pending_reads: list[Deferred[int]] = []
+        self._round: _ReadRound | None = None
         self._log = replicated_log
         self.epoch = epoch
         self.write_quorum = write_quorum
@@ -76,9 +103,13 @@ class Leader:
         self.active = True
         replicated_log.on_durable.append(self._local_durable)
 
-    def start(self) -> int:
+    def identity_message(self) -> dict[str, Any]:
+        """The fields every message of this leader carries."""
+        return {"epoch": self.epoch, "node_id": self.node_id, "url": self.url}
+
+    def start(self, extra: list[Command] | None = None) -> int:
         """Append this epoch's marker entry; returns its index."""
-        entry = LogEntry(self.epoch, self._log.last_index + 1, [noop_command()])
+        entry = LogEntry(self.epoch, self._log.last_index + 1, [noop_command(), *(extra or [])])
         self.marker_index = entry.index
         self._log.append([entry])
         self._wake_links()
@@ -94,6 +125,11 @@ class Leader:
         orphans = [p for ps in self.waiting.values() for p in ps] + self._queue
         self.waiting.clear()
         self._queue = []
+        reads = self._pending_reads + (self._round.reads if self._round else [])
+        self._pending_reads, self._round = [], None
+        for read in reads:
+            if not read.called:
+                read.errback(NotLeading("this node stopped leading"))
         return orphans
 
     def propose(self, commands: list[Command]) -> Deferred[list[dict[str, Any]]]:
@@ -126,6 +162,65 @@ class Leader:
 
     def _local_durable(self, _index: int) -> None:
         self.advance_commit()
+
+    def stream_answered(self, stream: FollowerLink) -> None:
+        """A follower answered at our epoch: count it for commits and read rounds."""
+        self.advance_commit()
+        self._check_round()
+
+    def saw_higher_epoch(self, epoch: int, who: str) -> None:
+        self.log.warn("Node {who} promised epoch {epoch} above ours ({ours}): stepping down",
+                      who=who, epoch=epoch, ours=self.epoch)
+        if self._on_higher_epoch is not None:
+            self._on_higher_epoch(epoch)
+
+    def quorum_seen_since(self) -> float:
+        """When W voters (this one included) last all answered: for liveness (rule 13)."""
+        times = sorted((link.last_ok for link in self.links.values() if link.voter),
+                       reverse=True)
+        times.insert(0, time.monotonic())
+        if len(times) < self.write_quorum:
+            return 0.0
+        return times[self.write_quorum - 1]
+
+    # Read index (DESIGN section 6, safety rule 10)
+
+    def read_index(self) -> Deferred[int]:
+        """The commit index as of now, once a round shows this node still leads."""
+        if not self.active:
+            raise NotLeading("this node does not lead")
+        d: Deferred[int] = Deferred()
+        self._pending_reads.append(d)
+        if self._round is None:
+            self._start_round()
+        return d
+
+    def _start_round(self) -> None:
+        reads, self._pending_reads = self._pending_reads, []
+        voters = [link for link in self.links.values() if link.voter]
+        # Only answers to messages sent after the commit index was noted count.
+        self._round = _ReadRound(self._log.commit_index, reads,
+                                 {link.node_id: link.sent_seq + 1 for link in voters})
+        for link in voters:
+            link.wake(force=True)
+        self._check_round()
+
+    def _check_round(self) -> None:
+        round_ = self._round
+        if round_ is None:
+            return
+        confirmed = 1 + sum(
+            1 for link in self.links.values()
+            if link.voter and link.confirmed_seq >= round_.thresholds.get(link.node_id, 1 << 62)
+        )
+        if confirmed < self.write_quorum:
+            return
+        self._round = None
+        for read in round_.reads:
+            if not read.called:
+                read.callback(round_.commit_index)
+        if self._pending_reads:
+            self._start_round()
 
     def advance_commit(self) -> None:
         """Commit the highest index of this epoch that W voters hold durably."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from kvd.wal import record
@@ -42,6 +42,7 @@ class ReplicatedLog:
         # Bumped by each truncation, so that an append written before it
         # cannot vouch for the different entries now at its indexes.
         self._generation = 0
+        self._durable_waiters: list[tuple[int, Deferred[None]]] = []
 
     @property
     def last_index(self) -> int:
@@ -88,6 +89,20 @@ class ReplicatedLog:
             self.durable_index = min(index, self.last_index)
             for callback in list(self.on_durable):
                 callback(self.durable_index)
+            waiting, self._durable_waiters = self._durable_waiters, []
+            for wanted, d in waiting:
+                if wanted <= self.durable_index:
+                    d.callback(None)
+                else:
+                    self._durable_waiters.append((wanted, d))
+
+    def wait_durable(self, index: int) -> Deferred[None]:
+        """Fires once entries up to ``index`` are on disk here."""
+        if index <= self.durable_index:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._durable_waiters.append((index, d))
+        return d
 
     def truncate_from(self, first_dropped: int) -> Deferred[None]:
         """Drop entries ``first_dropped..``; refuses to touch committed entries."""
