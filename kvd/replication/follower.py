@@ -1,0 +1,186 @@
+"""
+The follower's half: answering NEWEPOCH, PREPARE and snapshot installs.
+
+Messages are handled one at a time (a ``DeferredLock``), so a message from
+a new leader never interleaves with one from an old leader half-way through
+a truncation. Every answer that votes is sent only after what it vouches for
+is durable, and only if the promise still equals the message's epoch
+(safety rule 1).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import DeferredLock
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from kvd.replication.log import FatalLogError
+from kvd.replication.peer import entries_from_wire, entries_to_wire
+from kvd.store import Store
+from kvd.wal import snapshot
+
+if TYPE_CHECKING:
+    from kvd.node import Node
+
+#: Most entries a FETCH answer carries.
+FETCH_LIMIT = 4096
+
+
+class Follower:
+    """Peer message handlers of one node."""
+
+    log = Logger()
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.lock = DeferredLock()
+
+    async def _serialised(self, handler: Any, message: dict[str, Any]) -> dict[str, Any]:
+        await self.lock.acquire()
+        try:
+            return await handler(message)
+        finally:
+            self.lock.release()
+
+    def _refusal(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Why this message must be refused: an old epoch or a non-voter sender."""
+        rlog = self.node.rlog
+        if message["epoch"] < rlog.promised_epoch:
+            return {"ok": False, "reject": "stale epoch", "promised": rlog.promised_epoch}
+        if message["node_id"] not in self.node.voter_ids():
+            return {"ok": False, "reject": "sender is not a voter",
+                    "promised": rlog.promised_epoch}
+        return None
+
+    async def _promise(self, epoch: int) -> None:
+        """Persist a promise of ``epoch`` first; a leader of an older epoch steps down."""
+        if epoch > self.node.rlog.promised_epoch:
+            self.node.saw_epoch(epoch)
+            await self.node.rlog.promise(epoch)
+
+    def _still_promised(self, epoch: int) -> dict[str, Any] | None:
+        promised = self.node.rlog.promised_epoch
+        if promised != epoch:
+            return {"ok": False, "reject": "promised a newer epoch meanwhile",
+                    "promised": promised}
+        return None
+
+    # NEWEPOCH
+
+    def new_epoch(self, message: dict[str, Any]) -> Any:
+        return self._serialised(self._new_epoch, message)
+
+    async def _new_epoch(self, message: dict[str, Any]) -> dict[str, Any]:
+        refusal = self._refusal(message)
+        if refusal is not None:
+            return refusal
+        epoch = message["epoch"]
+        await self._promise(epoch)
+        rlog = self.node.rlog
+        await rlog.wait_durable(rlog.last_index)
+        refusal = self._still_promised(epoch)
+        if refusal is not None:
+            return refusal
+        return {
+            "ok": True, "promised": epoch, "last": list(rlog.last),
+            "commit_index": rlog.commit_index, "torn": self.node.torn_unacked,
+        }
+
+    # PREPARE
+
+    def prepare(self, message: dict[str, Any]) -> Any:
+        return self._serialised(self._prepare, message)
+
+    async def _prepare(self, message: dict[str, Any]) -> dict[str, Any]:
+        refusal = self._refusal(message)
+        if refusal is not None:
+            return refusal
+        epoch = message["epoch"]
+        await self._promise(epoch)
+        node, rlog = self.node, self.node.rlog
+        node.follow(epoch, message["node_id"], message["url"])
+        prev_epoch, prev_index = message["prev"]
+        entries = entries_from_wire(message["entries"])
+        if prev_index < rlog.base_index:
+            # Below our snapshot: those entries are committed, hence equal here.
+            entries = [e for e in entries if e.index > rlog.base_index]
+            prev_index = rlog.base_index
+        elif rlog.epoch_at(prev_index) != prev_epoch:
+            hint = rlog.last_index if prev_index > rlog.last_index else prev_index - 1
+            return {"ok": False, "nack": True, "last_index": max(hint, rlog.commit_index),
+                    "promised": rlog.promised_epoch}
+        try:
+            self.append_missing(entries)
+        except FatalLogError as e:
+            node.fatal(f"refusing to corrupt the log: {e}")
+            raise
+        acknowledged = prev_index + len(entries)
+        await rlog.wait_durable(acknowledged)
+        refusal = self._still_promised(epoch)
+        if refusal is not None:
+            return refusal
+        if entries:
+            node.clear_torn()
+        node.advance_follower_commit(min(message["commit"], acknowledged))
+        return {"ok": True, "index": acknowledged, "promised": epoch}
+
+    def append_missing(self, entries: list[Any]) -> None:
+        """Append what we lack; truncate only from the first epoch that differs."""
+        rlog = self.node.rlog
+        for position, entry in enumerate(entries):
+            held = rlog.epoch_at(entry.index)
+            if held == entry.epoch:
+                continue
+            if held is not None:
+                self.log.info("Truncating a divergent suffix from {index}", index=entry.index)
+                rlog.truncate_from(entry.index)
+            rlog.append(entries[position:])
+            return
+
+    # Snapshots
+
+    def install_snapshot(self, message: dict[str, Any]) -> Any:
+        return self._serialised(self._install_snapshot, message)
+
+    async def _install_snapshot(self, message: dict[str, Any]) -> dict[str, Any]:
+        refusal = self._refusal(message)
+        if refusal is not None:
+            return refusal
+        epoch = message["epoch"]
+        await self._promise(epoch)
+        node = self.node
+        node.follow(epoch, message["node_id"], message["url"])
+        snap_epoch, snap_index = message["snapshot_epoch"], message["snapshot_index"]
+        if snap_index <= node.store.applied_index:
+            return {"ok": True, "index": snap_index, "promised": epoch}
+        data: bytes = message["data"]
+        await deferToThread(snapshot.write_raw, node.data_dir, snap_index, data)
+        decoded = await deferToThread(snapshot.decode, data)
+        store = await deferToThread(Store.from_snapshot, decoded.store)
+        await node.rlog.install_snapshot(snap_epoch, snap_index)
+        node.replace_store(store)
+        self.log.info("Installed a snapshot at index {index} from the leader", index=snap_index)
+        refusal = self._still_promised(epoch)
+        if refusal is not None:
+            return refusal
+        return {"ok": True, "index": snap_index, "promised": epoch}
+
+    # FETCH: a new leader reads the most advanced log from its owner
+
+    def fetch(self, message: dict[str, Any]) -> Any:
+        return self._serialised(self._fetch, message)
+
+    async def _fetch(self, message: dict[str, Any]) -> dict[str, Any]:
+        rlog = self.node.rlog
+        first = message["from"]
+        if first <= rlog.base_index:
+            data = await self.node.read_snapshot_file()
+            if data is None:
+                return {"ok": False, "reject": "no snapshot to send"}
+            return {"ok": True, "snapshot": data, "entries": []}
+        last = min(rlog.last_index, first + FETCH_LIMIT - 1)
+        return {"ok": True, "entries": entries_to_wire(rlog.entries_between(first, last)),
+                "last": list(rlog.last)}
+

@@ -1,0 +1,97 @@
+"""
+Node-to-node calls: msgpack over HTTP with treq, one dedicated connection pool.
+
+Every call has a timeout over the whole exchange (connect, headers and body),
+not just the headers. A call that could not connect certainly did not reach
+the peer; any other failure may have.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import treq
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from kvd.wal.recovery import LogEntry
+
+PEER_PREFIX = "/peer/v1"
+MSGPACK = b"application/msgpack"
+
+
+class PeerError(Exception):
+    """A peer answered with an error status."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"peer answered {status}: {body!r}")
+        self.status = status
+        self.body = body
+
+
+class NotDelivered(Exception):
+    """The call certainly did not reach the peer (it could not connect)."""
+
+
+def encode(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def decode(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def entries_to_wire(entries: list[LogEntry]) -> list[list[Any]]:
+    return [[e.epoch, e.index, e.commands] for e in entries]
+
+
+def entries_from_wire(raw: list[list[Any]]) -> list[LogEntry]:
+    return [LogEntry(int(epoch), int(index), commands) for epoch, index, commands in raw]
+
+
+class PeerClient:
+    """Calls to other nodes' peer API."""
+
+    def __init__(self, reactor: Any, token: str = "", max_per_host: int = 16) -> None:
+        self._reactor = reactor
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        # At least the fan-out concurrency: streams, reads and forwards at once.
+        self.pool.maxPersistentPerHost = max_per_host
+        self.pool.cachedConnectionTimeout = 60
+        self._client = treq.client.HTTPClient(Agent(reactor, pool=self.pool))
+        self._token = token
+
+    def call(self, url: str, message: str, body: Any, timeout: float) -> Deferred[Any]:
+        """POST ``body`` to ``url``'s peer endpoint ``message``; fire with the decoded answer."""
+        headers = {b"Content-Type": [MSGPACK]}
+        if self._token:
+            headers[b"X-Kvd-Peer-Token"] = [self._token.encode()]
+        d = self._client.post(f"{url}{PEER_PREFIX}/{message}", data=encode(body),
+                              headers=headers)
+
+        def read(response: Any) -> Deferred[Any]:
+            content = response.content()
+
+            def check(data: bytes) -> Any:
+                try:
+                    decoded = decode(data) if data else None
+                except Exception:  # not msgpack: an error page from something else
+                    decoded = data[:200]
+                if response.code != 200:
+                    raise PeerError(response.code, decoded)
+                return decoded
+
+            return content.addCallback(check)
+
+        def not_delivered(failure: Any) -> Any:
+            failure.trap(ConnectError, ConnectionRefusedError, DNSLookupError)
+            raise NotDelivered(failure.getErrorMessage())
+
+        d.addCallbacks(read, not_delivered)
+        d.addTimeout(timeout, self._reactor)
+        return d
+
+    def close(self) -> Deferred[None]:
+        return self.pool.closeCachedConnections()

@@ -1,0 +1,188 @@
+"""
+One ordered stream of PREPAREs from the leader to one follower.
+
+At most one message is in flight per follower, so PREPAREs reach it in
+order whatever the connection pool does (safety rule 2); whatever was
+appended meanwhile goes in the next message (batching). An idle stream
+sends a heartbeat that carries the commit index.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from kvd.replication.peer import PeerClient, entries_to_wire
+
+if TYPE_CHECKING:
+    from kvd.replication.leader import Leader
+    from kvd.replication.log import ReplicatedLog
+
+HEARTBEAT_SECONDS = 0.1
+RETRY_SECONDS = 0.2
+MESSAGE_TIMEOUT = 3.0
+SNAPSHOT_TIMEOUT = 60.0
+MAX_ENTRIES_PER_MESSAGE = 1024
+
+
+class FollowerStream:
+    """The leader's view of one follower: what it holds, and what to send next."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        leader: Leader,
+        rlog: ReplicatedLog,
+        peer: PeerClient,
+        node_id: str,
+        url: str | None,
+        voter: bool,
+        read_snapshot: Callable[[], Deferred[tuple[int, int, bytes] | None]],
+    ) -> None:
+        self.leader = leader
+        self.rlog = rlog
+        self.peer = peer
+        self.node_id = node_id
+        self.url = url
+        self.voter = voter
+        self._read_snapshot = read_snapshot
+        self.next_index = rlog.last_index + 1
+        self.match_index = 0
+        #: Sequence number of the last message sent, and of the last one answered
+        #: at our epoch (read-index rounds count only answers to fresh messages).
+        self.sent_seq = 0
+        self.confirmed_seq = 0
+        self.last_ok = 0.0
+        self._sent_commit = -1
+        self._inflight = False
+        self._want_send = False
+        self._active = True
+        self._timer: IDelayedCall | None = None
+
+    @property
+    def reactor(self) -> Any:
+        return self.leader.reactor
+
+    def start(self) -> None:
+        self.wake(force=True)
+
+    def stop(self) -> None:
+        self._active = False
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def wake(self, force: bool = False) -> None:
+        """Send now if there is something to say (or ``force``: a heartbeat)."""
+        if not self._active:
+            return
+        if self._inflight:
+            self._want_send = self._want_send or force
+            return
+        if force or self._has_news():
+            self._send()
+
+    def _has_news(self) -> bool:
+        return self.next_index <= self.rlog.last_index or self._sent_commit < self.rlog.commit_index
+
+    def _schedule(self, delay: float) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self.reactor.callLater(delay, self.wake, True)
+
+    def _send(self) -> None:
+        if self.url is None:
+            self._schedule(RETRY_SECONDS)
+            return
+        if self.next_index <= self.rlog.base_index:
+            self._send_snapshot()
+            return
+        prev = self.next_index - 1
+        prev_epoch = self.rlog.epoch_at(prev)
+        last = min(self.rlog.last_index, self.next_index + MAX_ENTRIES_PER_MESSAGE - 1)
+        entries = self.rlog.entries_between(self.next_index, last)
+        commit = self.rlog.commit_index
+        message = {
+            **self.leader.identity_message(),
+            "prev": [prev_epoch, prev],
+            "entries": entries_to_wire(entries),
+            "commit": commit,
+        }
+        self._dispatch("prepare", message, MESSAGE_TIMEOUT, commit)
+
+    def _send_snapshot(self) -> None:
+        self._inflight = True
+        self.sent_seq += 1
+        seq = self.sent_seq
+
+        def got(found: tuple[int, int, bytes] | None) -> Deferred[Any] | None:
+            if found is None or not self._active:
+                raise RuntimeError("no snapshot to send")
+            epoch, index, data = found
+            self.log.info("Sending a snapshot at {index} to {node_id}", index=index,
+                          node_id=self.node_id)
+            message = {**self.leader.identity_message(), "snapshot_epoch": epoch,
+                       "snapshot_index": index, "data": data}
+            assert self.url is not None
+            return self.peer.call(self.url, "snapshot", message, SNAPSHOT_TIMEOUT)
+
+        d = self._read_snapshot()
+        d.addCallback(got)
+        d.addCallbacks(self._answered, self._failed, (seq, -1), None, (seq,), None)
+
+    def _dispatch(self, name: str, message: dict[str, Any], timeout: float, commit: int) -> None:
+        self._inflight = True
+        self._want_send = False
+        self.sent_seq += 1
+        assert self.url is not None
+        d = self.peer.call(self.url, name, message, timeout)
+        d.addCallbacks(self._answered, self._failed, (self.sent_seq, commit), None,
+                       (self.sent_seq,), None)
+
+    def _answered(self, reply: dict[str, Any], seq: int, commit: int) -> None:
+        self._inflight = False
+        if not self._active:
+            return
+        promised = int(reply.get("promised", 0))
+        if not reply.get("ok") and not reply.get("nack"):
+            if promised > self.leader.epoch:
+                self.leader.saw_higher_epoch(promised, self.node_id)
+                return
+            self.log.warn("Follower {node_id} refused: {why}", node_id=self.node_id,
+                          why=reply.get("reject"))
+            self._schedule(RETRY_SECONDS)
+            return
+        self.confirmed_seq = seq
+        self.last_ok = time.monotonic()
+        if reply.get("ok"):
+            self.match_index = max(self.match_index, int(reply["index"]))
+            self.next_index = int(reply["index"]) + 1
+            self._sent_commit = max(self._sent_commit, commit)
+        else:
+            # NACK: back up to what the follower says it may hold, then retry.
+            self.next_index = max(1, min(self.next_index - 1, int(reply["last_index"]) + 1))
+        self.leader.stream_answered(self)
+        if self._active and not self._inflight:
+            if self._want_send or self._has_news():
+                self._send()
+            else:
+                self._schedule(HEARTBEAT_SECONDS)
+
+    def _failed(self, failure: Failure, seq: int) -> None:
+        self._inflight = False
+        if not self._active:
+            return
+        self.log.debug("Message to {node_id} failed: {error}", node_id=self.node_id,
+                       error=failure.getErrorMessage())
+        self._schedule(RETRY_SECONDS)
+
+    def describe(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "url": self.url, "voter": self.voter,
+                "match_index": self.match_index, "next_index": self.next_index}

@@ -1,0 +1,121 @@
+"""
+The sync phase of a new leader (ZAB's discovery and synchronisation).
+
+The candidate persists its promise, sends NEWEPOCH to every voter of its log,
+waits for R answers (itself included), adopts the most advanced log among
+them, compared by (epoch of last entry, last index), fetching what it lacks
+from its owner. Making followers equal to it is then the PREPARE/NACK
+stream's job; the marker entry of the new epoch commits everything before it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from kvd.replication.peer import PeerClient, entries_from_wire
+from kvd.store import Store
+from kvd.wal import snapshot
+
+if TYPE_CHECKING:
+    from kvd.node import Node
+
+log = Logger()
+
+NEWEPOCH_TIMEOUT = 2.0
+FETCH_TIMEOUT = 30.0
+
+
+class SyncFailed(Exception):
+    """Not enough voters answered, or the adopted log could not be fetched."""
+
+
+class HigherEpoch(Exception):
+    """A voter has promised an epoch at or above ours: take a newer one."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"a voter promised epoch {epoch}")
+        self.epoch = epoch
+
+
+class LostCommits(Exception):
+    """A voter reports a commit index beyond the adopted log: data was lost."""
+
+
+async def synchronise(
+    node: Node, epoch: int, urls: dict[str, str], peer: PeerClient, sync_quorum: int
+) -> None:
+    """Bring this candidate's log to the most advanced of R voters' logs."""
+    rlog = node.rlog
+    await rlog.promise(epoch)
+    await rlog.wait_durable(rlog.last_index)
+    answers: dict[str, dict[str, Any]] = {}
+    if not node.torn_unacked:
+        answers[node.node_id] = {"last": list(rlog.last), "commit_index": rlog.commit_index}
+    message = {"epoch": epoch, "node_id": node.node_id, "url": node.settings.url}
+    others = [v for v in node.voters() if v != node.node_id]
+    calls: list[Deferred[Any]] = []
+    for voter in others:
+        url = urls.get(voter)
+        if url is None:
+            continue
+        d = peer.call(url, "newepoch", message, NEWEPOCH_TIMEOUT)
+        d.addCallback(lambda reply, voter=voter, url=url: (voter, url, reply))
+        calls.append(d)
+    results = await DeferredList(calls, consumeErrors=True)
+    highest_rejection = 0
+    for ok, value in results:
+        if not ok:
+            continue
+        voter, url, reply = value
+        if reply.get("ok") and not reply.get("torn"):
+            answers[voter] = {**reply, "url": url}
+        elif not reply.get("ok"):
+            highest_rejection = max(highest_rejection, int(reply.get("promised", 0)))
+    if highest_rejection >= epoch:
+        raise HigherEpoch(highest_rejection)
+    if len(answers) < sync_quorum:
+        raise SyncFailed(f"{len(answers)} of the {sync_quorum} voters needed answered NEWEPOCH")
+    best_id = max(answers, key=lambda v: tuple(answers[v]["last"]))
+    best_last = tuple(answers[best_id]["last"])
+    highest_commit = max(int(a["commit_index"]) for a in answers.values())
+    if best_last > rlog.last:
+        log.info("Adopting the log of {owner} (last {last}, ours {ours})", owner=best_id,
+                 last=best_last, ours=rlog.last)
+        await _fetch_log(node, epoch, answers[best_id]["url"], best_last, peer)
+    if highest_commit > rlog.last_index:
+        raise LostCommits(
+            f"a voter committed index {highest_commit} but the most advanced log of the "
+            f"sync quorum ends at {rlog.last_index}: acknowledged writes may be lost"
+        )
+
+
+async def _fetch_log(node: Node, epoch: int, url: str, target: tuple[int, int],
+                     peer: PeerClient) -> None:
+    """Copy the owner's log from our commit index on, truncating where we diverge."""
+    rlog = node.rlog
+    first = rlog.commit_index + 1
+    while rlog.last < target:
+        reply = await peer.call(url, "fetch", {"from": first, "epoch": epoch,
+                                               "node_id": node.node_id}, FETCH_TIMEOUT)
+        if not reply.get("ok"):
+            raise SyncFailed(f"fetch from {url} refused: {reply.get('reject')}")
+        if reply.get("snapshot") is not None:
+            data: bytes = reply["snapshot"]
+            decoded = await deferToThread(snapshot.decode, data)
+            assert node.data_dir is not None
+            await deferToThread(snapshot.write_raw, node.data_dir, decoded.index, data)
+            store = await deferToThread(Store.from_snapshot, decoded.store)
+            await rlog.install_snapshot(decoded.epoch, decoded.index)
+            node.replace_store(store)
+            first = decoded.index + 1
+            continue
+        entries = entries_from_wire(reply["entries"])
+        if not entries:
+            raise SyncFailed(f"{url} sent no entries from {first}")
+        node.follower.append_missing(entries)
+        first = entries[-1].index + 1
+    await rlog.wait_durable(rlog.last_index)
