@@ -81,13 +81,15 @@ class Node:
         #: Voters from the ZooKeeper config znode; only used while the log has none.
         self.bootstrap_voters: dict[str, str] = {}
         self.snapshot_voters: dict[str, str] = {}
-        self._voters_cache: tuple[tuple[int, int], dict[str, str]] | None = None
+        self._voters_cache: tuple[tuple[int, int], dict[str, str] | None] | None = None
         self.data_dir: DataDir | None = None
         self.peer: PeerClient | None = None
         self.follower = Follower(self)
         self._read_batch: Deferred[int] | None = None
         self._read_batch_sent = False
         self.on_fatal: Callable[[str], None] | None = None
+        #: The cluster's members as the coordinator sees them, for status.
+        self.cluster_members: Callable[[], list[dict[str, Any]]] | None = None
         #: Called when this node hears of a newer epoch (the coordinator steps down).
         self.on_newer_epoch: list[Callable[[int], None]] = []
 
@@ -209,19 +211,16 @@ class Node:
     def voters(self) -> dict[str, str]:
         """node id -> incarnation: the newest config entry in the log, else bootstrap."""
         key = (self.rlog.last_index, len(self.rlog.entries))
-        if self._voters_cache is not None and self._voters_cache[0] == key:
-            return self._voters_cache[1]
-        found: dict[str, str] | None = None
-        for entry in reversed(self.rlog.entries):
-            for command in entry.commands:
-                if command.get("op") == "config":
-                    found = {str(i): str(inc) for i, inc in command["voters"]}
-            if found is not None:
-                break
-        if found is None:
-            found = self.snapshot_voters or self.bootstrap_voters
-        self._voters_cache = (key, found)
-        return found
+        if self._voters_cache is None or self._voters_cache[0] != key:
+            found: dict[str, str] | None = None
+            for entry in reversed(self.rlog.entries):
+                for command in entry.commands:
+                    if command.get("op") == "config":
+                        found = {str(i): str(inc) for i, inc in command["voters"]}
+                if found is not None:
+                    break
+            self._voters_cache = (key, found)
+        return self._voters_cache[1] or self.snapshot_voters or self.bootstrap_voters
 
     def voter_ids(self) -> set[str]:
         if self.role == Role.STANDALONE:
@@ -257,6 +256,8 @@ class Node:
         if self.unavailable is not None:
             raise NotReady(self.unavailable)
         if self.leader is None or self.role not in (Role.LEADER, Role.STANDALONE):
+            if self.role == Role.SYNCING:
+                raise NotReady("a leader is being elected")
             return self._forward(commands)
         d = self.leader.propose(commands)
         d.addTimeout(self.settings.write_timeout, self.reactor, self._write_timed_out)
@@ -264,7 +265,7 @@ class Node:
 
     def _forward(self, commands: list[Command]) -> Deferred[list[Result]]:
         leader = self.leader_info
-        if self.role != Role.FOLLOWER or leader is None or self.peer is None:
+        if leader is None or self.peer is None or leader["node_id"] == self.node_id:
             raise NotReady("no leader is known right now; retry shortly")
         d = self.peer.call(leader["url"], "forward", {"commands": commands},
                            self.settings.write_timeout + 1)
@@ -405,7 +406,7 @@ class Node:
             "epoch": self.epoch,
             "commit_index": self.rlog.commit_index,
             "applied_index": self.store.applied_index,
-            "members": [
+            "members": self.cluster_members() if self.cluster_members is not None else [
                 {"node_id": self.node_id, "url": self.settings.url, "role": self.role.value,
                  "last_index": self.rlog.last_index, "lag": 0}
             ],

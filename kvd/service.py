@@ -21,14 +21,35 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from kvd.api.client import ClientAPI, Limits
+from kvd.api.peer import PeerAPI, Root
 from kvd.config import NodeConfig
+from kvd.coord.bridge import ZooKeeperService
+from kvd.coord.cluster import ClusterCoordinator
 from kvd.node import Node, NodeSettings
 from kvd.replication.log import ReplicatedLog
+from kvd.replication.peer import PeerClient
 from kvd.store import Store
 from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
 from kvd.wal.recovery import Recovered, WalCorruption, recover
 from kvd.wal.writer import WalWriter
+
+
+class QuietSite(Site):
+    """A Site without per-request access log lines: they cost more than the request."""
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+class FatalNodeError(Exception):
+    """The node found its state unsafe to go on with."""
+
+
+def recovered_torn(outcome: tuple[Recovered, Store, Identity]) -> bool:
+    return outcome[0].torn_tail
 
 
 def recover_store(data_dir: DataDir, node_id: str | None) -> tuple[Recovered, Store, Identity]:
@@ -91,11 +112,24 @@ class KvdService(MultiService):
         self.data_dir = DataDir(config.data_dir)
         self.api = ClientAPI(lambda: self.node, Limits(
             config.max_key_bytes, config.max_value_bytes, config.max_body_bytes))
-        self.site = Site(self.api.resource())
+        expose = os.environ.get("KVD_TESTING_EXPOSE_SESSION") == "1"
+        self.peer_api = PeerAPI(lambda: self.node, session=self._zookeeper_session if expose
+                                else None)
+        self.site = QuietSite(Root(self.api.resource(), self.peer_api.resource()))
         self.site.displayTracebacks = False
         strports.service(config.listen, self.site).setServiceParent(self)
+        self.zookeeper: ZooKeeperService | None = None
+        self.coordinator: ClusterCoordinator | None = None
+        self.peer: PeerClient | None = None
+        if not config.standalone:
+            self.zookeeper = ZooKeeperService(config.zookeeper, timeout=config.session_timeout,
+                                              reactor=reactor)
+            self.zookeeper.setServiceParent(self)
         self._snapshotting = False
         self.ready: Deferred[None] = Deferred()
+
+    def _zookeeper_session(self) -> tuple[int, bytes] | None:
+        return None if self.zookeeper is None else self.zookeeper.client_id
 
     def startService(self) -> None:
         if not self.config.fsync:
@@ -116,18 +150,28 @@ class KvdService(MultiService):
             url=self.config.advertise,
             write_timeout=self.config.write_timeout,
             snapshot_entries=self.config.snapshot_entries,
+            log_tail=min(5000, max(1, self.config.snapshot_entries // 4)),
         )
         self.node, self.writer = open_node(
             self.reactor, self.data_dir, outcome, settings, self.config.fsync, self._fatal
         )
         self.node.snapshotter = self.take_snapshot
+        self.node.data_dir = self.data_dir
+        self.node.on_fatal = lambda message: self._fatal(Failure(FatalNodeError(message)))
+        if recovered_torn(outcome):
+            self.node.mark_torn()
         if self.config.standalone:
             return self.node.become_standalone()
-        self.log.error("Cluster mode is not available yet; start with --standalone")
+        assert self.zookeeper is not None
+        self.peer = PeerClient(self.reactor)
+        self.node.peer = self.peer
+        self.coordinator = ClusterCoordinator(self.reactor, self.zookeeper, self.node,
+                                              self.config, self.peer)
+        self.coordinator.start()
         return succeed(None)
 
     def _fatal(self, failure: Failure) -> None:
-        if failure.check(WalCorruption):
+        if failure.check(WalCorruption, FatalNodeError):
             self.log.critical("{message}", message=failure.getErrorMessage())
         else:
             self.log.failure("Fatal error; stopping the node", failure)
@@ -167,6 +211,8 @@ class KvdService(MultiService):
         return d
 
     def stopService(self) -> Deferred[Any]:
+        if self.coordinator is not None:
+            self.coordinator.stop()
         d = super().stopService()
         node = self.node
         if node is not None:
@@ -175,4 +221,7 @@ class KvdService(MultiService):
         if writer is None:
             return d
         closing = writer.run_exclusive(writer.close)
-        return DeferredList([d, closing], consumeErrors=True)
+        waits = [d, closing]
+        if self.peer is not None:
+            waits.append(self.peer.close())
+        return DeferredList(waits, consumeErrors=True)

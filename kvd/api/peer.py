@@ -32,9 +32,13 @@ class PeerAPI:
 
     app = Klein()
 
-    def __init__(self, node: Callable[[], Node | None], token: str = "") -> None:
+    def __init__(self, node: Callable[[], Node | None], token: str = "",
+                 session: Callable[[], tuple[int, bytes] | None] | None = None) -> None:
         self._node = node
         self._token = token
+        #: Only for fault-injection tests (KVD_TESTING_EXPOSE_SESSION=1): the
+        #: ZooKeeper session id and password, to force the session's expiry.
+        self._session = session
 
     def resource(self) -> IResource:
         return self.app.resource()
@@ -117,6 +121,17 @@ class PeerAPI:
             raise errors.NotReady("this node no longer leads")
         results = await node.submit(message["commands"])
         return self._reply(request, 200, {"results": results})
+
+
+    @app.route(f"{PEER_PREFIX}/testing/zookeeper-session", methods=["POST"])
+    def zookeeper_session(self, request: IRequest) -> bytes:
+        self._message(request)
+        if self._session is None:
+            raise errors.NotFound("not enabled")
+        session = self._session()
+        if session is None:
+            raise errors.NotReady("no ZooKeeper session")
+        return self._reply(request, 200, {"session_id": session[0], "password": session[1]})
 
 
 class Root(Resource):

@@ -14,7 +14,7 @@ import msgpack
 import treq
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from kvd.wal.recovery import LogEntry
 
@@ -51,12 +51,19 @@ def entries_from_wire(raw: list[list[Any]]) -> list[LogEntry]:
     return [LogEntry(int(epoch), int(index), commands) for epoch, index, commands in raw]
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """No "Starting factory" log line for every new peer connection."""
+
+    noisy = False
+
+
 class PeerClient:
     """Calls to other nodes' peer API."""
 
     def __init__(self, reactor: Any, token: str = "", max_per_host: int = 16) -> None:
         self._reactor = reactor
         self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool._factory = _QuietClientFactory
         # At least the fan-out concurrency: streams, reads and forwards at once.
         self.pool.maxPersistentPerHost = max_per_host
         self.pool.cachedConnectionTimeout = 60

@@ -1,0 +1,456 @@
+"""
+The cluster's coordination through ZooKeeper: tree, voters, election, epochs.
+
+It turns ZooKeeper events into the node's role. The tree (DESIGN section 4)
+lives under ``/kvd/<cluster>`` and is created here. Voters stand for
+election on ephemeral sequential znodes and each watches only its
+predecessor; the lowest takes the next epoch in one transaction that also
+checks its own election znode still exists, syncs, commits its marker, and
+only then writes ``leader``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from kazoo.exceptions import NodeExistsError, NoNodeError
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from kvd.config import NodeConfig
+from kvd.coord.bridge import CONNECTED, LOST, SUSPENDED, TransactionFailed, ZooKeeperService
+from kvd.node import Node, Role
+from kvd.replication.peer import PeerClient
+from kvd.replication.stream import FollowerStream
+from kvd.replication.sync import HigherEpoch, LostCommits, SyncFailed, synchronise
+
+#: A leader (or candidate) without a quorum for this long resigns (rule 13).
+QUORUM_GRACE_SECONDS = 3.0
+MARKER_TIMEOUT = 5.0
+RETRY_ELECTION_SECONDS = 0.5
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True).encode()
+
+
+def _sequence(name: str) -> int:
+    return int(name.rsplit("-n_", 1)[1])
+
+
+class ClusterCoordinator:
+    """Keeps this node's znodes, runs the election, and leads or follows."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, zk: ZooKeeperService, node: Node, config: NodeConfig,
+                 peer: PeerClient) -> None:
+        self.reactor = reactor
+        self.zk = zk
+        self.node = node
+        self.config = config
+        self.peer = peer
+        self.root = f"/kvd/{config.cluster}"
+        self.replicas = config.replicas
+        self.write_quorum = config.write_quorum
+        self.members: dict[str, dict[str, Any]] = {}
+        self.streams: dict[str, FollowerStream] = {}
+        self._election_path: str | None = None
+        self._generation = 0
+        self._busy = False
+        self._again = False
+        self._liveness: LoopingCall | None = None
+        self._leading_attempt = False
+        node.cluster_members = self.describe_members
+        node.on_newer_epoch.append(self._newer_epoch)
+
+    def path(self, *parts: str) -> str:
+        return "/".join((self.root, *parts))
+
+    def start(self) -> None:
+        self.node.unavailable = f"waiting for ZooKeeper at {self.zk.servers}"
+        self.zk.add_state_listener(self._state_changed)
+        if self.zk.connected:
+            self._state_changed(CONNECTED)
+
+    def stop(self) -> None:
+        self._generation += 1
+        self.zk.remove_state_listener(self._state_changed)
+        self._stop_leading("the node is stopping")
+
+    # Session
+
+    def _state_changed(self, state: str) -> None:
+        self.log.info("ZooKeeper session {state}", state=state)
+        if state == SUSPENDED:
+            if self.node.leader is not None or self.node.role == Role.SYNCING:
+                self._stop_leading("ZooKeeper session suspended")
+                self.node.unavailable = "ZooKeeper session suspended; waiting to reconnect"
+        elif state == LOST:
+            self._generation += 1
+            self._election_path = None
+            self._stop_leading("ZooKeeper session lost")
+            if self.node.role == Role.FOLLOWER:
+                self.node.role = Role.LOOKING
+        elif state == CONNECTED:
+            if self.node.unavailable and self.node.unavailable.startswith(
+                    ("waiting for ZooKeeper", "ZooKeeper session")):
+                self.node.unavailable = None if self.node.role == Role.FOLLOWER else \
+                    "looking for a leader"
+            self._kick()
+
+    def _kick(self) -> None:
+        """Run one reconciliation now, or once more after the running one."""
+        if self._busy:
+            self._again = True
+            return
+        self._busy = True
+        d = ensureDeferred(self._reconcile())
+        d.addErrback(lambda f: self.log.failure("Coordination step failed; retrying", f))
+        d.addBoth(self._reconciled)
+
+    def _reconciled(self, _: object) -> None:
+        self._busy = False
+        if self._again:
+            self._again = False
+            self._kick()
+
+    def _later(self, delay: float = RETRY_ELECTION_SECONDS) -> None:
+        self.reactor.callLater(delay, self._kick)
+
+    # The tree, config and identity
+
+    async def _reconcile(self) -> None:
+        if not self.zk.connected:
+            return
+        generation = self._generation
+        zk = self.zk
+        for part in ("election", "members"):
+            await zk.ensure_path(self.path(part))
+        config = await self._config()
+        await self._promise_zookeeper_epoch()
+        await self._register_member()
+        if not self._watching:
+            self._watching = True
+            children = await zk.watch_children(
+                self.path("members"),
+                lambda children: ensureDeferred(self._members_changed(children)))
+            await self._members_changed(children)
+            await zk.watch_data(self.path("leader"), self._leader_changed)
+        voters = {str(i): str(inc) for i, inc in config["voters"]}
+        self.node.bootstrap_voters = voters if len(voters) >= self.replicas else {}
+        if not self.node.is_voter():
+            if len(voters) < self.replicas:
+                self.node.unavailable = (f"waiting for voters to join "
+                                         f"({len(voters)} of {self.replicas})")
+                self._later(1.0)
+            return
+        if generation != self._generation or self.node.leader is not None:
+            return
+        if self._election_path is None:
+            self._election_path = await zk.create(
+                self.path("election", f"{uuid.uuid4().hex}-n_"),
+                _dumps({"node_id": self.node.node_id, "url": self.node.settings.url}),
+                ephemeral=True, sequence=True,
+            )
+        await self._evaluate(generation)
+
+    _watching = False
+
+    async def _config(self) -> dict[str, Any]:
+        """Read (creating on first start) the config znode; join the voters if there is room."""
+        path = self.path("config")
+        me = [self.node.node_id, self.node.identity.incarnation]
+        while True:
+            try:
+                data, stat = await self.zk.get(path)
+            except NoNodeError:
+                initial = {"replicas": self.replicas, "write_quorum": self.write_quorum,
+                           "voters": [me]}
+                try:
+                    await self.zk.create(path, _dumps(initial), makepath=True)
+                    self.log.info("Created the cluster config {config}", config=initial)
+                    return initial
+                except NodeExistsError:
+                    continue
+            config = json.loads(data)
+            if (config["replicas"], config["write_quorum"]) != (self.replicas,
+                                                                 self.write_quorum):
+                self.log.warn(
+                    "Flags say N={n} W={w} but the cluster's stored config says N={sn} W={sw}; "
+                    "following the stored config",
+                    n=self.replicas, w=self.write_quorum, sn=config["replicas"],
+                    sw=config["write_quorum"],
+                )
+                self.replicas, self.write_quorum = config["replicas"], config["write_quorum"]
+            ids = {i: inc for i, inc in config["voters"]}
+            if self.node.node_id in ids:
+                if ids[self.node.node_id] != self.node.identity.incarnation:
+                    self.log.warn("This node id was a voter with another data dir: joining "
+                                  "as a learner (safety rule 5)")
+                return config
+            if len(ids) >= config["replicas"] or not self.node.identity.fresh \
+                    and self.node.rlog.last_index > 0:
+                return config
+            config["voters"].append(me)
+            try:
+                await self.zk.set(path, _dumps(config), stat.version)
+                self.log.info("Joined the voters: {voters}", voters=config["voters"])
+                return config
+            except Exception as e:
+                self.log.info("Config changed while joining ({error}); retrying", error=e)
+
+    async def _promise_zookeeper_epoch(self) -> None:
+        """promised_epoch := max(own, ZooKeeper's epoch) (safety rule 5)."""
+        path = self.path("epoch")
+        try:
+            data, _ = await self.zk.get(path)
+        except NoNodeError:
+            try:
+                await self.zk.create(path, b"0")
+            except NodeExistsError:
+                pass
+            return
+        epoch = int(data or b"0")
+        if epoch > self.node.rlog.promised_epoch:
+            await self.node.rlog.promise(epoch)
+
+    async def _register_member(self) -> None:
+        path = self.path("members", self.node.node_id)
+        data = _dumps({"node_id": self.node.node_id, "url": self.node.settings.url,
+                       "incarnation": self.node.identity.incarnation,
+                       "voter": self.node.is_voter()})
+        try:
+            await self.zk.create(path, data, ephemeral=True)
+        except NodeExistsError:
+            # Left by an earlier session of ours that has not expired yet.
+            await self.zk.delete(path)
+            await self.zk.create(path, data, ephemeral=True)
+
+    async def _members_changed(self, children: list[str] | None) -> None:
+        members: dict[str, dict[str, Any]] = {}
+        for child in children or []:
+            try:
+                data, _ = await self.zk.get(self.path("members", child))
+            except NoNodeError:
+                continue
+            members[child] = json.loads(data)
+        self.members = members
+        self._update_streams()
+
+    def _leader_changed(self, value: Any) -> None:
+        if self.node.leader is not None:
+            return
+        if value is None:
+            if self.node.role == Role.FOLLOWER:
+                self.node.role = Role.LOOKING
+            self.node.leader_info = None
+            return
+        info = json.loads(value[0])
+        if info["epoch"] >= self.node.rlog.promised_epoch:
+            self.node.leader_info = {"node_id": info["node_id"], "url": info["url"]}
+
+    # Election
+
+    async def _evaluate(self, generation: int) -> None:
+        assert self._election_path is not None
+        mine = self._election_path.rsplit("/", 1)[1]
+        children = sorted(await self.zk.get_children(self.path("election")), key=_sequence)
+        if mine not in children:
+            self._election_path = None
+            self._later()
+            return
+        position = children.index(mine)
+        if position == 0:
+            await self._lead(generation)
+            return
+        predecessor = self.path("election", children[position - 1])
+
+        def changed(value: Any) -> bool:
+            if value is None:
+                self._kick()
+                return False
+            return True
+
+        if await self.zk.watch_data(predecessor, changed) is None:
+            self._later(0)
+
+    async def _take_epoch(self, at_least: int) -> int:
+        """Epoch + 1, in one transaction that checks our election znode (rule 7)."""
+        assert self._election_path is not None
+        path = self.path("epoch")
+        while True:
+            data, stat = await self.zk.get(path)
+            epoch = max(int(data or b"0") + 1, self.node.rlog.promised_epoch + 1, at_least)
+            transaction = self.zk.transaction()
+            transaction.check(self._election_path, 0)
+            transaction.set_data(path, str(epoch).encode(), stat.version)
+            try:
+                await transaction.commit()
+                return epoch
+            except TransactionFailed as e:
+                if isinstance(e.error, NoNodeError):
+                    raise SyncFailed("our election znode is gone") from None
+                self.log.info("Epoch moved while taking it ({error}); again", error=e.error)
+
+    async def _lead(self, generation: int) -> None:
+        node = self.node
+        at_least = 0
+        while True:
+            if generation != self._generation or not self.zk.connected:
+                return
+            node.role = Role.SYNCING
+            node.unavailable = "electing a leader"
+            try:
+                epoch = await self._take_epoch(at_least)
+                self.log.info("Elected: syncing epoch {epoch}", epoch=epoch)
+                node.epoch = epoch
+                urls = {i: m["url"] for i, m in self.members.items()}
+                await synchronise(node, epoch, urls, self.peer, self.replicas -
+                                  self.write_quorum + 1)
+            except HigherEpoch as e:
+                at_least = e.epoch + 1
+                continue
+            except LostCommits as e:
+                node.fatal(str(e))
+                return
+            except Exception as e:
+                self.log.warn("Could not lead: {error}", error=e)
+                await self._resign()
+                return
+            break
+        if generation != self._generation or not self.zk.connected:
+            node.step_down("the ZooKeeper session changed during sync")
+            return
+        extra = [] if node.log_has_config() else [
+            {"op": "config", "voters": [[i, inc] for i, inc in sorted(node.voters().items())]}
+        ]
+        marker = node.lead(epoch, self.write_quorum, extra)
+        self.streams = {}
+        self._update_streams()
+        try:
+            committed = node.wait_applied(marker)
+            committed.addTimeout(MARKER_TIMEOUT, self.reactor)
+            await committed
+        except Exception:
+            self.log.warn("The marker of epoch {epoch} did not commit in time", epoch=epoch)
+            await self._resign()
+            return
+        if node.leader is None or node.epoch != epoch:
+            return
+        leader_path = self.path("leader")
+        data = _dumps({"node_id": node.node_id, "url": node.settings.url, "epoch": epoch})
+        try:
+            await self.zk.create(leader_path, data, ephemeral=True)
+        except NodeExistsError:
+            await self.zk.delete(leader_path)
+            await self.zk.create(leader_path, data, ephemeral=True)
+        node.serving_as_leader()
+        self.log.info("Leading epoch {epoch} from index {marker}", epoch=epoch, marker=marker)
+        self._liveness = LoopingCall(self._check_quorum)
+        self._liveness.clock = self.reactor
+        self._liveness.start(0.5, now=False)
+
+    def _update_streams(self) -> None:
+        leader = self.node.leader
+        if leader is None:
+            return
+        voters = self.node.voters()
+        wanted = {i: m for i, m in self.members.items() if i != self.node.node_id}
+        for voter in voters:
+            if voter != self.node.node_id:
+                wanted.setdefault(voter, {"url": None, "incarnation": voters[voter]})
+        for node_id, member in wanted.items():
+            is_voter = voters.get(node_id) == member.get("incarnation")
+            stream = self.streams.get(node_id)
+            if stream is None:
+                stream = FollowerStream(leader, self.node.rlog, self.peer, node_id,
+                                        member.get("url"), is_voter, self._snapshot_for_stream)
+                self.streams[node_id] = stream
+                leader.links[node_id] = stream
+                stream.start()
+            else:
+                stream.url = member.get("url") or stream.url
+                stream.voter = is_voter
+
+    def _snapshot_for_stream(self) -> Deferred[tuple[int, int, bytes] | None]:
+        from kvd.wal import snapshot
+
+        def parsed(data: bytes | None) -> tuple[int, int, bytes] | None:
+            if data is None:
+                return None
+            decoded = snapshot.decode(data)
+            return decoded.epoch, decoded.index, data
+
+        return self.node.read_snapshot_file().addCallback(parsed)
+
+    def _check_quorum(self) -> None:
+        leader = self.node.leader
+        if leader is None:
+            self._stop_liveness()
+            return
+        if time.monotonic() - leader.quorum_seen_since() > QUORUM_GRACE_SECONDS:
+            self.log.warn("No write quorum for {s}s: resigning (safety rule 13)",
+                          s=QUORUM_GRACE_SECONDS)
+            ensureDeferred(self._resign())
+
+    def _stop_liveness(self) -> None:
+        if self._liveness is not None and self._liveness.running:
+            self._liveness.stop()
+        self._liveness = None
+
+    def _stop_leading(self, reason: str) -> None:
+        self._stop_liveness()
+        for stream in self.streams.values():
+            stream.stop()
+        self.streams = {}
+        self.node.step_down(reason)
+
+    def _newer_epoch(self, epoch: int) -> None:
+        if self.node.leader is None and self.node.role == Role.SYNCING:
+            return
+        self._stop_liveness()
+
+    async def _resign(self) -> None:
+        """Give up leadership and the election znode; stand again shortly."""
+        self._stop_leading("resigning")
+        self.node.unavailable = "no leader: this node resigned and stands again"
+        try:
+            data, _ = await self.zk.get(self.path("leader"))
+            if json.loads(data).get("node_id") == self.node.node_id:
+                await self.zk.delete(self.path("leader"))
+        except Exception:
+            pass
+        path, self._election_path = self._election_path, None
+        if path is not None:
+            try:
+                await self.zk.delete(path)
+            except Exception:
+                pass
+        self._later(RETRY_ELECTION_SECONDS)
+
+    def describe_members(self) -> list[dict[str, Any]]:
+        leader = self.node.leader
+        voters = self.node.voters()
+        leader_id = (self.node.leader_info or {}).get("node_id")
+        out = []
+        for node_id, member in sorted(self.members.items()):
+            stream = self.streams.get(node_id)
+            role = ("leader" if node_id == leader_id
+                    else "follower" if voters.get(node_id) == member.get("incarnation")
+                    else "learner")
+            if node_id == self.node.node_id:
+                last_index = self.node.rlog.last_index
+            elif stream is not None:
+                last_index = stream.match_index
+            else:
+                last_index = None
+            lag = None if last_index is None or leader is None else \
+                max(0, self.node.rlog.last_index - last_index)
+            out.append({"node_id": node_id, "url": member.get("url"), "role": role,
+                        "last_index": last_index, "lag": lag})
+        return out

@@ -1,0 +1,114 @@
+"""
+A real kvd cluster on loopback: N ``twistd kvd`` processes and one ZooKeeper.
+
+Blocking, for tests, benchmarks and torture runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from kvd.testing.process import KvdProcess, Response, request, wait_for
+from kvd.testing.zookeeper import ZooKeeperServer
+
+
+@dataclass
+class Cluster:
+    """N nodes of one cluster name against one ZooKeeper."""
+
+    workdir: str
+    zookeeper: ZooKeeperServer
+    size: int = 3
+    name: str = "test"
+    session_timeout: float = 2.0
+    extra_args: list[str] = field(default_factory=list)
+    nodes: list[KvdProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            self.nodes = [self._make_node(i) for i in range(self.size)]
+
+    def _make_node(self, i: int) -> KvdProcess:
+        return KvdProcess(
+            os.path.join(self.workdir, f"node{i}"),
+            args=["--zookeeper", self.zookeeper.hosts, "--cluster", self.name,
+                  "--session-timeout", str(self.session_timeout), *self.extra_args],
+        )
+
+    def start(self, timeout: float = 60.0) -> Cluster:
+        os.environ["KVD_TESTING_EXPOSE_SESSION"] = "1"
+        for node in self.nodes:
+            node.start(wait=False)
+        for node in self.nodes:
+            node.wait_ready(timeout)
+        self.wait_leader(timeout)
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def running(self) -> list[KvdProcess]:
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def status(self, node: KvdProcess) -> dict[str, Any]:
+        return node.call("GET", "/api/v1/cluster", timeout=2).body
+
+    def leader(self) -> KvdProcess | None:
+        """The running node that says it leads and serves (None if none does)."""
+        for node in self.running():
+            try:
+                if self.status(node)["role"] == "leader" and node.ready():
+                    return node
+            except Exception:
+                continue
+        return None
+
+    def wait_leader(self, timeout: float = 30.0, not_this: KvdProcess | None = None
+                    ) -> KvdProcess:
+        def found() -> KvdProcess | None:
+            leader = self.leader()
+            return leader if leader is not None and leader is not not_this else None
+
+        return wait_for(found, timeout, "a serving leader")
+
+    def followers(self) -> list[KvdProcess]:
+        leader = self.leader()
+        return [n for n in self.running() if n is not leader]
+
+    def wait_converged(self, timeout: float = 30.0) -> int:
+        """Every running node has applied the same index; returns it."""
+        def same() -> int | None:
+            indexes = {self.status(n)["applied_index"] for n in self.running()}
+            commits = {self.status(n)["commit_index"] for n in self.running()}
+            if len(indexes) == 1 and indexes == commits:
+                return indexes.pop() or None
+            return None
+
+        return wait_for(same, timeout, "all nodes applied the same index")
+
+    def put(self, node: KvdProcess, key: str, value: str, timeout: float = 10.0) -> Response:
+        return node.call("PUT", f"/api/v1/keys/{key}", {"value": value}, timeout=timeout)
+
+    def get(self, node: KvdProcess, key: str, stale: bool = False) -> Response:
+        query = "?consistency=stale" if stale else ""
+        return node.call("GET", f"/api/v1/keys/{key}{query}")
+
+    def zookeeper_session(self, node: KvdProcess) -> tuple[int, bytes]:
+        """The node's ZooKeeper session, to force its expiry."""
+        raw = request(node.url, "POST", "/peer/v1/testing/zookeeper-session",
+                      body=msgpack.packb({}), headers={"Content-Type": "application/msgpack"})
+        assert raw.status == 200, raw
+        body = raw.body if isinstance(raw.body, dict) else msgpack.unpackb(raw.body)
+        return int(body["session_id"]), bytes(body["password"])
+
+    def pause(self, node: KvdProcess) -> None:
+        node.signal(signal.SIGSTOP)
+
+    def resume(self, node: KvdProcess) -> None:
+        node.signal(signal.SIGCONT)

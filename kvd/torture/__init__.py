@@ -1,0 +1,1 @@
+"""Torture testing for kvd: history recording and linearizability checking."""

@@ -1,0 +1,209 @@
+"""A real 3-node cluster against a real ZooKeeper: replication, failover, fencing."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kvd.testing.cluster import Cluster
+from kvd.testing.process import KvdProcess, wait_for
+from kvd.testing.zookeeper import ZooKeeperServer
+from tests.zkfixture import zookeeper  # noqa: F401
+
+SESSION_TIMEOUT = 2.0
+_names = itertools.count()
+
+
+@pytest.fixture
+def cluster(tmp_path: Any, zookeeper: ZooKeeperServer) -> Iterator[Cluster]:  # noqa: F811
+    c = Cluster(str(tmp_path), zookeeper, name=f"c{next(_names)}",
+                session_timeout=SESSION_TIMEOUT, extra_args=["--snapshot-entries", "200"])
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+class Writer(threading.Thread):
+    """Writes unique values in a loop through the given nodes; records what was acknowledged."""
+
+    def __init__(self, cluster: Cluster, nodes: list[KvdProcess], prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.nodes, self.prefix = cluster, nodes, prefix
+        self.acknowledged: dict[str, tuple[str, int]] = {}
+        self.outcomes: dict[int, int] = {}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        for n in itertools.count():
+            if self.stopping.is_set():
+                return
+            node = self.nodes[n % len(self.nodes)]
+            key, value = f"{self.prefix}{n % 20}", f"v{n}"
+            try:
+                response = self.cluster.put(node, key, value, timeout=8)
+            except OSError:
+                self.outcomes[0] = self.outcomes.get(0, 0) + 1
+                continue
+            self.outcomes[response.status] = self.outcomes.get(response.status, 0) + 1
+            if response.status == 200:
+                self.acknowledged[key] = (value, response.body["revision"])
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join(30)
+
+
+def assert_everywhere(cluster: Cluster, acknowledged: dict[str, tuple[str, int]]) -> None:
+    """Each acknowledged write (or a later one) is readable, linearizably, on every node."""
+    for node in cluster.running():
+        for key, (value, revision) in acknowledged.items():
+            got = cluster.get(node, key)
+            assert got.status == 200, (node.url, key, got.body)
+            assert got.body["revision"] >= revision, (node.url, key, got.body, revision)
+            if got.body["revision"] == revision:
+                assert got.body["value"] == value
+
+
+def test_a_write_through_each_node_is_readable_through_every_node(cluster: Cluster) -> None:
+    written = {}
+    for i, node in enumerate(cluster.nodes):
+        response = cluster.put(node, f"key{i}", f"value{i}")
+        assert response.status == 200, response.body
+        assert response.headers["x-kvd-leader"]
+        written[f"key{i}"] = (f"value{i}", response.body["revision"])
+    assert_everywhere(cluster, written)
+    statuses = [cluster.status(n) for n in cluster.nodes]
+    assert sorted(s["role"] for s in statuses) == ["follower", "follower", "leader"]
+    assert len({s["epoch"] for s in statuses}) == 1
+    assert {m["role"] for m in statuses[0]["members"]} == {"leader", "follower"}
+
+
+def test_stale_reads_and_min_revision_on_a_follower(cluster: Cluster) -> None:
+    follower = cluster.followers()[0]
+    revision = cluster.put(cluster.nodes[0], "k", "v").body["revision"]
+    got = follower.call("GET", f"/api/v1/keys/k?consistency=stale&min_revision={revision}")
+    assert (got.status, got.body["value"]) == (200, "v")
+    assert int(got.headers["x-kvd-revision"]) >= revision
+
+
+def test_leader_kill_9_fails_over_without_losing_acknowledged_writes(cluster: Cluster) -> None:
+    leader = cluster.wait_leader()
+    followers = [n for n in cluster.nodes if n is not leader]
+    writer = Writer(cluster, cluster.nodes, "kill")
+    writer.start()
+    wait_for(lambda: len(writer.acknowledged) >= 10, 20, "writes before the kill")
+    leader.kill()
+    killed_at = time.monotonic()
+    new_leader = cluster.wait_leader(SESSION_TIMEOUT + 10, not_this=leader)
+
+    def writes_again() -> bool:
+        return cluster.put(new_leader, "after-failover", "x", timeout=3).status == 200
+
+    wait_for(writes_again, SESSION_TIMEOUT + 10, "a write through the new leader")
+    failover = time.monotonic() - killed_at
+    assert failover < SESSION_TIMEOUT + 2 + 3, f"failover took {failover:.1f}s"
+    writer.finish()
+    assert new_leader in followers
+    assert_everywhere(cluster, writer.acknowledged)
+    leader.start()
+    cluster.wait_converged()
+    assert cluster.status(leader)["role"] == "follower"
+    assert_everywhere(cluster, writer.acknowledged)
+
+
+def test_a_restarted_follower_catches_up_from_the_log_or_a_snapshot(cluster: Cluster) -> None:
+    follower = cluster.followers()[0]
+    follower.kill()
+    leader = cluster.wait_leader()
+    acknowledged = {}
+    for i in range(600):  # past three snapshots of 200 entries: the log is compacted
+        response = cluster.put(leader, f"catch{i % 50}", f"v{i}")
+        assert response.status == 200
+        acknowledged[f"catch{i % 50}"] = (f"v{i}", response.body["revision"])
+    follower.start()
+    cluster.wait_converged()
+    assert "Installed a snapshot" in follower.log_tail(200)
+    for key, (value, revision) in acknowledged.items():
+        got = cluster.get(follower, key, stale=True)
+        assert (got.body["value"], got.body["revision"]) == (value, revision)
+
+
+def test_a_follower_briefly_down_catches_up_from_the_log(cluster: Cluster) -> None:
+    follower = cluster.followers()[0]
+    follower.kill()
+    leader = cluster.wait_leader()
+    for i in range(30):
+        assert cluster.put(leader, f"brief{i}", "v").status == 200
+    follower.start()
+    cluster.wait_converged()
+    assert "Installed a snapshot" not in follower.log_tail(200)
+    assert cluster.get(follower, "brief29", stale=True).status == 200
+
+
+def test_a_paused_old_leader_is_fenced_and_steps_down(cluster: Cluster) -> None:
+    old = cluster.wait_leader()
+    assert cluster.put(old, "before", "1").status == 200
+    cluster.pause(old)
+    try:
+        new = cluster.wait_leader(SESSION_TIMEOUT + 15, not_this=old)
+        assert cluster.put(new, "during", "2").status == 200
+    finally:
+        cluster.resume(old)
+    # Whatever the old leader had in flight, or is asked now, cannot commit.
+    response = cluster.put(old, "fenced", "3", timeout=10)
+    if response.status == 200:
+        # Only through forwarding to the new leader, never on its own epoch.
+        assert cluster.status(old)["role"] != "leader"
+    wait_for(lambda: cluster.status(old)["role"] in ("follower", "looking"), 15,
+             "the old leader to step down")
+    cluster.wait_converged()
+    statuses = [cluster.status(n) for n in cluster.nodes]
+    assert [s["role"] for s in statuses].count("leader") == 1
+    assert len({s["epoch"] for s in statuses}) == 1
+
+
+def test_zookeeper_restart_and_forced_session_expiry_lose_nothing(
+        cluster: Cluster, zookeeper: ZooKeeperServer) -> None:  # noqa: F811
+    acknowledged = {}
+    leader = cluster.wait_leader()
+    for i in range(10):
+        response = cluster.put(leader, f"zk{i}", f"a{i}")
+        acknowledged[f"zk{i}"] = (f"a{i}", response.body["revision"])
+    zookeeper.stop()
+    try:
+        # Without ZooKeeper no write may be acknowledged falsely: 200 only if committed.
+        response = cluster.put(cluster.nodes[0], "zk-down", "x", timeout=8)
+        assert response.status in (200, 503, 504)
+        if response.status == 200:
+            acknowledged["zk-down"] = ("x", response.body["revision"])
+    finally:
+        zookeeper.start()
+    leader = cluster.wait_leader(30)
+    session_id, password = cluster.zookeeper_session(leader)
+    zookeeper.expire_session(session_id, password)
+    new_leader = cluster.wait_leader(30)
+    wait_for(lambda: cluster.put(new_leader, "after-expiry", "y", timeout=3).status == 200,
+             30, "writes after the session expiry")
+    cluster.wait_converged()
+    assert_everywhere(cluster, acknowledged)
+
+
+def test_with_two_of_three_down_a_write_is_never_falsely_acknowledged(cluster: Cluster) -> None:
+    leader = cluster.wait_leader()
+    assert cluster.put(leader, "before", "1").status == 200
+    for follower in cluster.followers():
+        follower.kill()
+    for _ in range(3):
+        response = cluster.put(leader, "lonely", "x", timeout=15)
+        assert response.status in (503, 504), response.body
+        assert response.body["error"]["message"]
+        if response.status == 504:
+            assert response.body["error"]["outcome"] == "unknown"
+    got = cluster.get(leader, "lonely", stale=True)
+    assert got.status == 404
