@@ -141,16 +141,25 @@ class ReplicatedLog:
         self._writer.append([record.commit(commit_index)], self.last_index + 1)
 
     def install_snapshot(self, epoch: int, index: int) -> Deferred[None]:
-        """Record that a snapshot at (epoch, index) is now the base."""
+        """Record that a snapshot at (epoch, index) is now the base (safety rule 11).
+
+        Entries after it that we hold are kept if our log agrees at ``index``;
+        otherwise they belong to a divergent history and are truncated first,
+        durably, so that a restart cannot bring them back.
+        """
         kept = [e for e in self.entries if e.index > index]
-        if not (kept and kept[0].index == index + 1 and self.epoch_at(index) == epoch):
+        agrees = self.epoch_at(index) == epoch and bool(kept) and kept[0].index == index + 1
+        records = []
+        if kept and not agrees:
+            records.append(record.truncate(index + 1))
             kept = []
+            self._generation += 1
         self.entries = kept
         self.base_epoch, self.base_index = epoch, index
         self.commit_index = max(self.commit_index, index)
-        self.durable_index = max(self.durable_index, index)
-        return self._writer.append([record.snapshot_installed(epoch, index)], index + 1,
-                                   force_sync=True)
+        self.durable_index = max(min(self.durable_index, self.last_index), index)
+        records.append(record.snapshot_installed(epoch, index))
+        return self._writer.append(records, index + 1, force_sync=True)
 
     def compact(self, upto: int) -> None:
         """Forget in-memory entries up to ``upto`` (a snapshot holds them)."""
