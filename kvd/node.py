@@ -26,6 +26,7 @@ from kvd.replication.leader import Leader
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import NotDelivered, PeerClient, PeerError
 from kvd.store import Command, Result, Store
+from kvd.ttl import ExpiryScheduler
 from kvd.wal.layout import DataDir, Identity
 
 
@@ -76,6 +77,8 @@ class Node:
         self.unavailable: str | None = "starting"
         self._applied_waiters: list[tuple[int, Deferred[None]]] = []
         self.on_applied: list[Callable[[int, list[Command], list[Result]], None]] = []
+        #: Called with the old store when a snapshot from the leader replaces it.
+        self.on_store_replaced: list[Callable[[Store], None]] = []
         self.snapshotter: Callable[[], object] | None = None
         self._last_snapshot_index = store.applied_index
         #: Voters from the ZooKeeper config znode; only used while the log has none.
@@ -90,6 +93,7 @@ class Node:
         self.on_fatal: Callable[[str], None] | None = None
         #: The cluster's members as the coordinator sees them, for status.
         self.cluster_members: Callable[[], list[dict[str, Any]]] | None = None
+        self.expiry = ExpiryScheduler(self)
         #: Called when this node hears of a newer epoch (the coordinator steps down).
         self.on_newer_epoch: list[Callable[[int], None]] = []
 
@@ -112,6 +116,7 @@ class Node:
 
         def serving(_: object) -> None:
             self.unavailable = None
+            self.expiry.start()
             self.log.info("Standalone node {node_id} serving at epoch {epoch}",
                           node_id=self.node_id, epoch=epoch)
 
@@ -128,6 +133,7 @@ class Node:
             return
         self.log.info("Stepping down from epoch {epoch}: {reason}", epoch=self.epoch,
                       reason=reason)
+        self.expiry.stop()
         leader, self.leader = self.leader, None
         for proposal in leader.stop():
             if not proposal.done.called:
@@ -144,6 +150,7 @@ class Node:
     def serving_as_leader(self) -> None:
         self.role = Role.LEADER
         self.unavailable = None
+        self.expiry.start()
         self.leader_info = {"node_id": self.node_id, "url": self.settings.url}
 
     def saw_epoch(self, epoch: int) -> None:
@@ -202,8 +209,10 @@ class Node:
 
     def replace_store(self, store: Store) -> None:
         """Adopt a store installed from a leader's snapshot."""
-        self.store = store
+        old, self.store = self.store, store
         self._last_snapshot_index = store.applied_index
+        for callback in list(self.on_store_replaced):
+            callback(old)
         self._release_applied_waiters()
 
     # Voters (safety rule 4)

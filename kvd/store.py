@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sortedcontainers import SortedDict
 
@@ -27,6 +27,29 @@ Result = dict[str, Any]
 
 #: How many request ids the store remembers for idempotent retries.
 DEFAULT_REQUEST_WINDOW = 100_000
+#: How many change events the store keeps for watches that resume.
+DEFAULT_HISTORY = 10_000
+
+PUT, DELETE = "put", "delete"
+
+
+class Event(NamedTuple):
+    """One change to one key, as a watcher sees it."""
+
+    revision: int
+    type: str
+    key: bytes
+    value: bytes
+    create_revision: int
+    version: int
+
+    def as_json(self) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": self.type, "key": self.key.decode("utf-8"),
+                                 "revision": self.revision}
+        if self.type == PUT:
+            event.update(value=self.value.decode("utf-8"),
+                         create_revision=self.create_revision, version=self.version)
+        return event
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +82,28 @@ def _unpack(key: bytes, packed: bytes) -> KeyValue:
 
 
 def put_command(
-    key: bytes, value: bytes, request_id: str, prev_revision: int | None = None
+    key: bytes, value: bytes, request_id: str, prev_revision: int | None = None,
+    ttl: int | None = None,
 ) -> Command:
     """A put, or a compare-and-set when ``prev_revision`` is given (0: must not exist)."""
     command: Command = {"op": "put", "k": key, "v": value, "rid": request_id}
     if prev_revision is not None:
         command["prev"] = prev_revision
+    if ttl is not None:
+        command["ttl"] = ttl
     return command
+
+
+def expire_command(key: bytes, mod_revision: int) -> Command:
+    """The leader's replicated TTL expiry: delete only if unchanged since (rule 12)."""
+    return {"op": "del", "k": key, "prev": mod_revision, "expire": True}
+
+
+def txn_command(compare: list[dict[str, Any]], success: list[dict[str, Any]],
+                failure: list[dict[str, Any]], request_id: str) -> Command:
+    """Compare, then ``success`` or ``failure`` ops, applied atomically at one revision."""
+    return {"op": "txn", "compare": compare, "success": success, "failure": failure,
+            "rid": request_id}
 
 
 def delete_command(key: bytes, request_id: str, prev_revision: int | None = None) -> Command:
@@ -83,10 +121,18 @@ def noop_command() -> Command:
 class Store:
     """Keys, revisions and the idempotency window, changed only by ``apply``."""
 
-    def __init__(self, request_window: int = DEFAULT_REQUEST_WINDOW) -> None:
+    def __init__(self, request_window: int = DEFAULT_REQUEST_WINDOW,
+                 history: int = DEFAULT_HISTORY) -> None:
         self._data: SortedDict = SortedDict()
         self._requests: OrderedDict[str, Result] = OrderedDict()
         self._request_window = request_window
+        #: TTL in seconds of the keys that have one.
+        self.ttls: dict[bytes, int] = {}
+        self.events: deque[Event] = deque()
+        self._history = history
+        #: Watches can resume from any revision above this one.
+        self.history_start = 0
+        self.listeners: list[Callable[[Event], None]] = []
         #: The store revision: bumped by every change to a key.
         self.revision = 0
         #: The last log index applied.
@@ -99,6 +145,16 @@ class Store:
     def get(self, key: bytes) -> KeyValue | None:
         packed = self._data.get(key)
         return None if packed is None else _unpack(key, packed)
+
+    def count(self, start: bytes = b"", end: bytes | None = None) -> int:
+        """How many keys lie in ``[start, end)``."""
+        low = self._data.bisect_left(start)
+        high = len(self._data) if end is None else self._data.bisect_left(end)
+        return max(0, high - low)
+
+    def events_since(self, revision: int) -> list[Event]:
+        """Retained events at or after ``revision``; see ``history_start``."""
+        return [e for e in self.events if e.revision >= revision]
 
     def range(
         self, start: bytes = b"", end: bytes | None = None, limit: int | None = None
@@ -133,6 +189,8 @@ class Store:
             result = self._put(command)
         elif op == "del":
             result = self._delete(command)
+        elif op == "txn":
+            result = self._txn(command)
         elif op in ("noop", "config"):
             result = {"ok": True}
         else:
@@ -153,22 +211,45 @@ class Store:
                     "current_revision": current}
         return None
 
-    def _put(self, command: Command) -> Result:
-        key: bytes = command["k"]
-        value: bytes = command["v"]
-        failed = self._check_prev(key, command)
-        if failed is not None:
-            return failed
-        self.revision += 1
+    def _write(self, key: bytes, value: bytes, revision: int, ttl: int | None) -> None:
         packed = self._data.get(key)
         if packed is None:
-            create, version = self.revision, 1
+            create, version = revision, 1
         else:
             create, _, version = _HEADER.unpack_from(packed)
             version += 1
             self.value_bytes -= len(packed) - _HEADER.size
-        self._data[key] = _pack(create, self.revision, version, value)
+        self._data[key] = _pack(create, revision, version, value)
         self.value_bytes += len(value)
+        if ttl:
+            self.ttls[key] = ttl
+        else:
+            self.ttls.pop(key, None)
+        self._record(Event(revision, PUT, key, value, create, version))
+
+    def _remove(self, key: bytes, revision: int) -> bool:
+        packed = self._data.pop(key, None)
+        if packed is None:
+            return False
+        self.value_bytes -= len(packed) - _HEADER.size
+        self.ttls.pop(key, None)
+        self._record(Event(revision, DELETE, key, b"", 0, 0))
+        return True
+
+    def _record(self, event: Event) -> None:
+        self.events.append(event)
+        while len(self.events) > self._history:
+            self.history_start = self.events.popleft().revision
+        for listener in list(self.listeners):
+            listener(event)
+
+    def _put(self, command: Command) -> Result:
+        key: bytes = command["k"]
+        failed = self._check_prev(key, command)
+        if failed is not None:
+            return failed
+        self.revision += 1
+        self._write(key, command["v"], self.revision, command.get("ttl"))
         return {"ok": True, "revision": self.revision}
 
     def _delete(self, command: Command) -> Result:
@@ -176,12 +257,61 @@ class Store:
         failed = self._check_prev(key, command)
         if failed is not None:
             return failed
-        packed = self._data.pop(key, None)
-        if packed is None:
+        if key not in self._data:
             return {"ok": False, "error": "not_found", "revision": self.revision}
-        self.value_bytes -= len(packed) - _HEADER.size
         self.revision += 1
+        self._remove(key, self.revision)
         return {"ok": True, "revision": self.revision}
+
+    def _txn(self, command: Command) -> Result:
+        succeeded = all(self._compare(c) for c in command["compare"])
+        ops = command["success"] if succeeded else command["failure"]
+        writes = any(op["op"] in ("put", "del") for op in ops)
+        revision = self.revision + 1 if writes else self.revision
+        results: list[dict[str, Any]] = []
+        changed = False
+        for op in ops:
+            key = op["k"]
+            if op["op"] == "put":
+                self._write(key, op["v"], revision, op.get("ttl"))
+                results.append({"op": "put", "revision": revision})
+                changed = True
+            elif op["op"] == "del":
+                deleted = self._remove(key, revision)
+                changed = changed or deleted
+                results.append({"op": "del", "deleted": int(deleted)})
+            else:
+                kv = self.get(key)
+                results.append({"op": "get", "kv": None if kv is None else kv.as_json()})
+        if changed:
+            self.revision = revision
+        return {"ok": True, "succeeded": succeeded, "revision": self.revision,
+                "results": results}
+
+    def _compare(self, compare: dict[str, Any]) -> bool:
+        kv = self.get(compare["k"])
+        target = compare["target"]
+        if target == "exists":
+            actual: Any = kv is not None
+        elif target == "value":
+            actual = None if kv is None else kv.value
+        elif target == "revision":
+            actual = 0 if kv is None else kv.mod_revision
+        elif target == "create_revision":
+            actual = 0 if kv is None else kv.create_revision
+        else:
+            actual = 0 if kv is None else kv.version
+        expected = compare["value"]
+        op = compare.get("cmp", "==")
+        if op == "==":
+            return bool(actual == expected)
+        if op == "!=":
+            return bool(actual != expected)
+        if actual is None or isinstance(actual, bool) != isinstance(expected, bool):
+            return False
+        if op == "<":
+            return bool(actual < expected)
+        return bool(actual > expected)
 
     def _remember(self, request_id: str, result: Result) -> None:
         self._requests[request_id] = result
@@ -198,6 +328,7 @@ class Store:
             "applied_index": self.applied_index,
             "data": dict.copy(self._data),
             "requests": list(self._requests.items()),
+            "ttls": dict(self.ttls),
         }
 
     @classmethod
@@ -206,6 +337,8 @@ class Store:
     ) -> Store:
         store = cls(request_window)
         store.revision = state["revision"]
+        store.history_start = state["revision"]
+        store.ttls = dict(state.get("ttls", {}))
         store.applied_index = state["applied_index"]
         store._data = SortedDict(state["data"])
         store._requests = OrderedDict((rid, res) for rid, res in state["requests"])

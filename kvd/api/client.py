@@ -8,6 +8,7 @@ knows nothing of kazoo or files.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Callable
@@ -23,12 +24,16 @@ from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 
 from kvd import errors
+from kvd.api.txn import parse_txn, render_result
 from kvd.node import Node
-from kvd.store import Result, delete_command, put_command
+from kvd.store import Result, delete_command, put_command, txn_command
 
 log = Logger()
 
 JSON_TYPE = b"application/json"
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
+DEFAULT_SCAN_LIMIT = 1000
+MAX_SCAN_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,14 @@ class ClientAPI:
         return encoded
 
     @staticmethod
+    def _ttl(ttl: Any) -> int | None:
+        if ttl is None:
+            return None
+        if not _is_int(ttl) or not 0 < ttl <= MAX_TTL_SECONDS:
+            raise errors.BadRequest(f"'ttl' must be an integer from 1 to {MAX_TTL_SECONDS}")
+        return int(ttl)
+
+    @staticmethod
     def _request_id(request: IRequest) -> str:
         supplied = request.getHeader(b"idempotency-key")
         if supplied is None:
@@ -213,15 +226,16 @@ class ClientAPI:
         body = self._body(request)
         if not isinstance(body, dict):
             raise errors.BadRequest('body must be an object {"value": ...}')
-        unknown = set(body) - {"value", "prev_revision"}
+        unknown = set(body) - {"value", "prev_revision", "ttl"}
         if unknown:
             raise errors.BadRequest(f"unknown fields: {', '.join(sorted(unknown))}")
         value = self._value(body.get("value"))
         prev = body.get("prev_revision")
         if prev is not None and (not _is_int(prev) or prev < 0):
             raise errors.BadRequest("'prev_revision' must be a non-negative integer")
+        ttl = self._ttl(body.get("ttl"))
         result = await self._write(
-            request, put_command(encoded, value, self._request_id(request), prev)
+            request, put_command(encoded, value, self._request_id(request), prev, ttl)
         )
         return self._write_answer(request, key, result)
 
@@ -261,20 +275,145 @@ class ClientAPI:
 
     @app.route("/api/v1/keys", methods=["GET"])
     async def scan(self, request: IRequest) -> bytes:
-        prefix = _utf8(_query(request, "prefix") or "", "prefix")
+        """Keys in order: by ``prefix``, or ``start``/``end``; paged with ``page_token``."""
+        prefix = _query(request, "prefix")
+        start_text, end_text = _query(request, "start"), _query(request, "end")
+        if prefix is not None and (start_text is not None or end_text is not None):
+            raise errors.BadRequest("give 'prefix' or 'start'/'end', not both")
+        if prefix is not None:
+            start, end = _utf8(prefix, "prefix"), _prefix_end(_utf8(prefix, "prefix"))
+        else:
+            start = _utf8(start_text or "", "start")
+            end = None if end_text is None else _utf8(end_text, "end")
+        token = _query(request, "page_token")
+        if token is not None:
+            start = max(start, _decode_token(token))
         limit = _int_query(request, "limit")
-        if limit is not None and limit <= 0:
-            raise errors.BadRequest("'limit' must be a positive integer")
+        limit = DEFAULT_SCAN_LIMIT if limit is None else limit
+        if not 0 < limit <= MAX_SCAN_LIMIT:
+            raise errors.BadRequest(f"'limit' must be from 1 to {MAX_SCAN_LIMIT}")
+        keys_only = _flag(request, "keys_only")
+        count_only = _flag(request, "count_only")
         node = await self._barrier(request)
-        end = _prefix_end(prefix)
-        kvs = [kv.as_json() for kv in node.store.range(prefix, end, limit)]
-        return self._respond(request, 200, {"kvs": kvs, "count": len(kvs)})
+        store = node.store
+        if count_only:
+            return self._respond(request, 200, {"count": store.count(start, end)})
+        page = list(store.range(start, end, limit + 1))
+        more = len(page) > limit
+        page = page[:limit]
+        kvs = [{"key": kv.key.decode("utf-8")} if keys_only else kv.as_json() for kv in page]
+        body: dict[str, Any] = {"kvs": kvs, "count": len(kvs), "more": more}
+        if more:
+            body["next_page_token"] = _encode_token(page[-1].key + b"\x00")
+        return self._respond(request, 200, body)
+
+    # Transactions
+
+    @app.route("/api/v1/txn", methods=["POST"])
+    async def txn(self, request: IRequest) -> bytes:
+        compare, success, failure = parse_txn(self._body(request), self._key, self._value,
+                                              self._ttl)
+        result = await self._write(
+            request, txn_command(compare, success, failure, self._request_id(request)))
+        return self._respond(request, 200, render_result(result))
+
+    # Watches
+
+    @app.route("/api/v1/watch", methods=["GET"])
+    def watch(self, request: IRequest) -> Deferred[None]:
+        """Newline-delimited JSON events in revision order, from ``start_revision``."""
+        key, prefix = _query(request, "key"), _query(request, "prefix")
+        if (key is None) == (prefix is None):
+            raise errors.BadRequest("give exactly one of 'key' or 'prefix'")
+        start_revision = _int_query(request, "start_revision")
+        node = self.node()
+        if key is not None:
+            wanted = self._key(key)
+
+            def matches(k: bytes) -> bool:
+                return k == wanted
+        else:
+            wanted = _utf8(prefix or "", "prefix")
+
+            def matches(k: bytes) -> bool:
+                return k.startswith(wanted)
+
+        return Watch(self, request, node, matches, start_revision).start()
 
     # Cluster
 
     @app.route("/api/v1/cluster", methods=["GET"])
     def cluster(self, request: IRequest) -> bytes:
         return self._respond(request, 200, self.node().status())
+
+
+class Watch:
+    """One client's event stream; it ends when the client goes or the store is replaced."""
+
+    def __init__(self, api: ClientAPI, request: IRequest, node: Node,
+                 matches: Callable[[bytes], bool], start_revision: int | None) -> None:
+        self.api = api
+        self.request = request
+        self.node = node
+        self.store = node.store
+        self.matches = matches
+        self.start_revision = start_revision
+        self.done: Deferred[None] = Deferred(lambda _: self._close())
+
+    def start(self) -> Deferred[None]:
+        store = self.store
+        backlog: list[Any] = []
+        if self.start_revision:
+            if self.start_revision <= store.history_start < store.revision:
+                raise errors.Gone(
+                    f"revision {self.start_revision} is compacted; the oldest available is "
+                    f"{store.history_start + 1}", compact_revision=store.history_start)
+            backlog = [e for e in store.events_since(self.start_revision)
+                       if self.matches(e.key)]
+        self.api._respond(self.request, 200, None)
+        self.request.setHeader(b"Content-Type", b"application/x-ndjson")
+        # Registered in the same reactor turn as the backlog is read: no gap, no repeat.
+        store.listeners.append(self._event)
+        self.node.on_store_replaced.append(self._store_replaced)
+        for event in backlog:
+            self._event(event)
+        return self.done
+
+    def _event(self, event: Any) -> None:
+        if self.matches(event.key):
+            self.request.write(dumps(event.as_json()))
+
+    def _store_replaced(self, old: Any) -> None:
+        # A snapshot jumped over events: the client resumes from its last revision.
+        self._close()
+        if not self.done.called:
+            self.done.callback(None)
+
+    def _close(self) -> None:
+        if self._event in self.store.listeners:
+            self.store.listeners.remove(self._event)
+        if self._store_replaced in self.node.on_store_replaced:
+            self.node.on_store_replaced.remove(self._store_replaced)
+
+
+def _flag(request: IRequest, name: str) -> bool:
+    text = _query(request, name)
+    if text is None:
+        return False
+    if text not in ("true", "false", "1", "0"):
+        raise errors.BadRequest(f"query parameter '{name}' must be true or false")
+    return text in ("true", "1")
+
+
+def _encode_token(key: bytes) -> str:
+    return base64.urlsafe_b64encode(key).decode("ascii")
+
+
+def _decode_token(token: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise errors.BadRequest("'page_token' is not a token this API gave out") from None
 
 
 def _utf8(text: str, field: str) -> bytes:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
 import math
 import sys
@@ -492,21 +493,35 @@ class _Search:
     path: list[int] | None = None
 
 
+def _floor_bound(op: _Op) -> int | None:
+    """The highest floor at which a definite op can still be linearized, if it has one."""
+    if not op.required:
+        return None
+    if op.kind == _K_GET and op.value is not None and op.rev:
+        return op.rev  # the register must hold revision rev: floor == rev, or learn rev
+    if op.kind == _K_CAS and op.status == _DONE and op.expected > 0:
+        return op.expected
+    return None
+
+
 def _search(
     ops: Sequence[_Op], init: _State, deadline: float, max_states: int, want_path: bool = False
 ) -> _Search:
     """Wing-Gong-Lowe search: is there a linearization of all required and some optional ops?
 
-    Calls and returns live in a doubly linked list (arrays ``nxt``/``prv``); linearizing an
-    op lifts its call and return out of the list and backtracking puts them back (LIFO).
+    Required ops' calls and returns live in a doubly linked list (arrays ``nxt``/``prv``) in
+    time order; linearizing an op lifts its call and return out of it and backtracking puts
+    them back (LIFO).  The candidates are the calls before the first return left in the list.
+    Optional (unknown-outcome) ops return at +inf, so only their calls are kept, in a second
+    list, and they are candidates when invoked before that first return.
 
-    Lowe's cache holds refuted configurations (linearized set, state), with the set split
-    into required and optional (unknown-outcome) bits: a configuration is also refuted if a
-    refuted one has the same required bits and state and a subset of its optional bits, since
-    it has the same options minus some optional ops.  Required ops are tried before optional
-    ones at each step, so the configuration without a pointless optional op is refuted first
-    and every variant with that op linearized and then overwritten is cut off.  Without this,
-    each unknown write doubles the work of refuting an illegal history.
+    Lowe's cache holds refuted configurations (linearized set, state), the set split into
+    required and optional bits.  A configuration is also refuted if a refuted one has the
+    same required bits and state and a subset of its optional bits: it has the same options
+    minus some optional ops.  Required candidates are tried before optional ones, so the
+    configuration without a pointless optional op is refuted first and every variant with
+    that op linearized and then overwritten is cut off; otherwise each unknown write would
+    double the work of refuting an illegal history.
     """
     required_left = sum(1 for op in ops if op.required)
     if required_left == 0:
@@ -516,21 +531,55 @@ def _search(
         + [(op.complete, 1, i) for i, op in enumerate(ops)]
     )  # calls sort before returns at equal times: such ops count as concurrent
     n = len(events)
-    head = n
-    nxt = [p + 1 for p in range(n)] + [0]
-    nxt[n - 1] = -1
-    prv = [p - 1 for p in range(n)] + [-1]
-    prv[0] = head
     entry_op = [i for _, _, i in events]
     is_call = [c == 0 for _, c, _ in events]
-    match = [0] * n
-    where_return = {i: p for p, (_, c, i) in enumerate(events) if c == 1}
-    for p, (_, c, i) in enumerate(events):
-        if c == 0:
-            match[p] = where_return[i]
     required = [op.required for op in ops]
-    has_optional = not all(required)
-    bits = [1 << i for i in range(len(ops))]
+    where_return = {i: p for p, (_, c, i) in enumerate(events) if c == 1}
+    match = [where_return[i] if c == 0 else -1 for _, c, i in events]
+    req_head, opt_head = n, n + 1
+    nxt = [-1] * (n + 2)
+    prv = [-1] * (n + 2)
+    for head, members in (
+        (req_head, [p for p in range(n) if required[entry_op[p]]]),
+        (opt_head, [p for p in range(n) if is_call[p] and not required[entry_op[p]]]),
+    ):
+        last = head
+        for p in members:
+            nxt[last], prv[p], last = p, last, p
+    has_optional = nxt[opt_head] >= 0
+
+    # Revisions of definite writes, ascending.  The floor never decreases along a
+    # linearization, so these writes go in this order, and a state whose floor has reached
+    # the next one's revision is dead.
+    ordered = [op.required and op.kind != _K_GET and op.rev is not None for op in ops]
+    order_revs = sorted(op.rev for op, o in zip(ops, ordered, strict=True) if o and op.rev)
+    n_order = len(order_revs)
+    done_order = 0  # how many of them are linearized
+    # Likewise a definite get of (value, r > 0) or successful cas expecting r > 0 needs the
+    # floor to be at most r when it is linearized: these go in order of r, and a state whose
+    # floor is above the smallest r still due is dead.
+    bounds = [_floor_bound(op) for op in ops]
+    bound_vals = sorted(b for b in bounds if b is not None)
+    n_bound = len(bound_vals)
+    done_bound = 0
+    # Required and optional ops get separate, dense bit positions (small ints hash faster).
+    bits = [0] * len(ops)
+    n_req = n_opt = 0
+    for i, op in enumerate(ops):
+        if op.required:
+            bits[i], n_req = 1 << n_req, n_req + 1
+        else:
+            bits[i], n_opt = 1 << n_opt, n_opt + 1
+    # Optional ops that behave identically are interchangeable: linearize them only in order
+    # of invocation, so that which of them was used does not multiply configurations.
+    twin_before = [-1] * len(ops)
+    last_twin: dict[tuple[Any, ...], int] = {}
+    for i in sorted(range(len(ops)), key=lambda j: (ops[j].invoke, j)):
+        op = ops[i]
+        if not op.required:
+            sig = (op.kind, op.value, op.rev, op.expected, op.status, op.learnable)
+            twin_before[i] = last_twin.get(sig, -1)
+            last_twin[sig] = i
 
     # (required bits, state) -> optional bits of each refuted configuration with them
     refuted: dict[tuple[int, _State], list[int]] = {}
@@ -538,13 +587,15 @@ def _search(
     stack_entry: list[int] = []
     stack_state: list[_State] = []
     stack_phase: list[bool] = []
+    stack_boundary: list[int] = []
     req_lin = 0
     opt_lin = 0
     state = init
-    phase_optional = False  # scanning for optional candidates (after required ones)
+    phase_optional = False  # scanning optional candidates (required ones are exhausted)
+    boundary = n  # position of the first return left: optional calls before it are candidates
     best = _Search(ILLEGAL, 0, depth=-1)
     steps = 0
-    entry = nxt[head]
+    entry = nxt[req_head]
     step = _step
     while True:
         steps += 1
@@ -555,9 +606,21 @@ def _search(
             if n_refuted > max_states:
                 best.verdict, best.reason = UNKNOWN, f"more than {max_states} states"
                 break
-        if entry >= 0 and is_call[entry]:
+        if phase_optional:
+            candidate = 0 <= entry < boundary
+        elif entry >= 0 and is_call[entry]:
+            candidate = True
+        else:  # first return reached: required candidates exhausted, try optional ones
+            boundary = entry if entry >= 0 else n
+            candidate = False
+            if has_optional:
+                phase_optional = True
+                entry = nxt[opt_head]
+                continue
+        if candidate:
             i = entry_op[entry]
-            if required[i] is phase_optional:  # not a candidate in this phase
+            twin = twin_before[i]
+            if twin >= 0 and not opt_lin & bits[twin]:  # use the earlier twin first
                 entry = nxt[entry]
                 continue
             new_state = step(state, ops[i])
@@ -573,64 +636,83 @@ def _search(
                 # optional ops that the parent explores anyway.
                 new_state = None
             if new_state is not None:
+                next_order = done_order + 1 if ordered[i] else done_order
+                next_bound = done_bound if bounds[i] is None else done_bound + 1
+                if (next_order < n_order and new_state[2] >= order_revs[next_order]) or (
+                    next_bound < n_bound and new_state[2] > bound_vals[next_bound]
+                ):
+                    new_state = None  # an op due later needs a lower floor than this
+            if new_state is not None:
                 if phase_optional:
                     new_req, new_opt = req_lin, opt_lin | bits[i]
                 else:
                     new_req, new_opt = req_lin | bits[i], opt_lin
                 seen = refuted.get((new_req, new_state))
+                # refuted with a subset of these optional ops: refuted here too
                 if seen is None or not any(o & new_opt == o for o in seen):
                     stack_entry.append(entry)
                     stack_state.append(state)
                     stack_phase.append(phase_optional)
+                    stack_boundary.append(boundary)
                     req_lin, opt_lin, state = new_req, new_opt, new_state
-                    ret = match[entry]
+                    done_order = next_order
+                    done_bound = next_bound
                     nxt[prv[entry]] = nxt[entry]
                     if nxt[entry] >= 0:
                         prv[nxt[entry]] = prv[entry]
-                    nxt[prv[ret]] = nxt[ret]
-                    if nxt[ret] >= 0:
-                        prv[nxt[ret]] = prv[ret]
                     if not phase_optional:
+                        ret = match[entry]
+                        nxt[prv[ret]] = nxt[ret]
+                        if nxt[ret] >= 0:
+                            prv[nxt[ret]] = prv[ret]
                         required_left -= 1
                         if required_left == 0:
                             best.verdict = OK
                             break
                     phase_optional = False
-                    entry = nxt[head]
+                    entry = nxt[req_head]
                     continue
             entry = nxt[entry]
-        elif has_optional and not phase_optional:
-            phase_optional = True  # required candidates exhausted: now try optional ones
-            entry = nxt[head]
+            continue
+
+        # Dead end: the op returning at `boundary` was not linearized in time.
+        if len(stack_entry) > best.depth:
+            best.depth = len(stack_entry)
+            best.stuck_state = state
+            best.stuck_op = entry_op[boundary] if boundary < n else None
+            if want_path:
+                best.path = [entry_op[e] for e in stack_entry]
+        if not stack_entry:
+            break
+        seen = refuted.get((req_lin, state))
+        if seen is None:
+            refuted[(req_lin, state)] = [opt_lin]
+        else:  # keep an antichain: supersets of opt_lin are now redundant
+            seen[:] = [o for o in seen if o & opt_lin != opt_lin]
+            seen.append(opt_lin)
+        n_refuted += 1
+        entry = stack_entry.pop()
+        state = stack_state.pop()
+        phase_optional = stack_phase.pop()
+        boundary = stack_boundary.pop()
+        i = entry_op[entry]
+        if phase_optional:
+            opt_lin ^= bits[i]
         else:
-            # A return reached before its op was linearized: this branch is dead.
-            if len(stack_entry) > best.depth:
-                best.depth = len(stack_entry)
-                best.stuck_state = state
-                best.stuck_op = entry_op[entry] if entry >= 0 else None
-                if want_path:
-                    best.path = [entry_op[e] for e in stack_entry]
-            if not stack_entry:
-                break
-            refuted.setdefault((req_lin, state), []).append(opt_lin)
-            n_refuted += 1
-            entry = stack_entry.pop()
-            state = stack_state.pop()
-            phase_optional = stack_phase.pop()
-            i = entry_op[entry]
-            if phase_optional:
-                opt_lin ^= bits[i]
-            else:
-                req_lin ^= bits[i]
-                required_left += 1
+            req_lin ^= bits[i]
+            required_left += 1
+            if ordered[i]:
+                done_order -= 1
+            if bounds[i] is not None:
+                done_bound -= 1
             ret = match[entry]
             nxt[prv[ret]] = ret
             if nxt[ret] >= 0:
                 prv[nxt[ret]] = ret
-            nxt[prv[entry]] = entry
-            if nxt[entry] >= 0:
-                prv[nxt[entry]] = entry
-            entry = nxt[entry]
+        nxt[prv[entry]] = entry
+        if nxt[entry] >= 0:
+            prv[nxt[entry]] = entry
+        entry = nxt[entry]
     best.states = n_refuted + len(stack_entry)
     best.depth = max(best.depth, 0)
     return best
@@ -666,36 +748,73 @@ class _Support:
     """
 
     def __init__(self, ops: Sequence[_Op]) -> None:
-        """Work out, for each op, which other ops could explain what it observed."""
+        """Work out, for each op, which other ops could explain what it observed.
+
+        Revisions pin the explanation down where they are known: a cas expecting revision e
+        needs the write of e, and a successful delete or create (cas expecting 0) needs the
+        write or delete just before it in revision order.  Otherwise, fall back to timing.
+        """
         self.ops = ops
         self.sources: list[tuple[int, ...]] = []  # one of these must stay (may be empty)
         self.absent: list[bool] = []  # observes 'absent': needs a delete if a write precedes
         self.present: list[bool] = []  # observes 'present' (delete ok): needs a write
+        self.is_delete = [op.kind == _K_DEL and op.status != _NEG for op in ops]
         by_value: dict[int | None, list[int]] = {}
         by_rev: dict[int | None, list[int]] = {}
         for j, op in enumerate(ops):
             if op.is_write:
                 by_value.setdefault(op.value, []).append(j)
                 by_rev.setdefault(op.rev, []).append(j)
+        in_rev_order = sorted(
+            (op.rev, j)
+            for j, op in enumerate(ops)
+            if op.rev is not None and (op.is_write or self.is_delete[j])
+        )
+        previous = {j: in_rev_order[k - 1][1] for k, (_, j) in enumerate(in_rev_order) if k}
         for i, op in enumerate(ops):
             sources: list[int] = []
+            absent = op.kind == _K_GET and op.value is None
+            present = False
             if op.kind == _K_GET and op.value is not None:
                 same = by_value.get(op.value, [])
                 exact = [j for j in same if ops[j].rev is None or ops[j].rev == op.rev]
                 sources = exact or same
             elif op.kind == _K_CAS and op.status != _NEG and op.expected > 0:
                 sources = by_rev.get(op.expected) or [j for j in by_rev.get(None, []) if j != i]
-            # prefer the latest source that may precede the observation
-            sources = sorted(sources, key=lambda j: (ops[j].invoke > op.complete, -ops[j].invoke))
-            self.sources.append(tuple(sources))
-            self.absent.append(
-                (op.kind == _K_GET and op.value is None)
-                or (op.kind == _K_DEL and op.status == _NEG)
-                or (op.kind == _K_CAS and op.status != _NEG and op.expected == 0)
+            elif op.kind == _K_CAS and op.status != _NEG:  # create: the key was absent
+                if op.rev is None:
+                    absent = True
+                else:
+                    sources = self._previous(i, previous, lambda j: self.is_delete[j])
+            elif op.kind == _K_DEL and op.status == _NEG:
+                absent = True
+            elif op.kind == _K_DEL:  # the key was present
+                if op.rev is None:
+                    present = True
+                else:
+                    sources = self._previous(i, previous, lambda j: ops[j].is_write)
+            # only ops that may precede the observation explain it; prefer the latest
+            sources = sorted(
+                (j for j in sources if ops[j].invoke <= op.complete),
+                key=lambda j: -ops[j].invoke,
             )
-            self.present.append(op.kind == _K_DEL and op.status != _NEG)
+            self.sources.append(tuple(sources))
+            self.absent.append(absent)
+            self.present.append(present)
         self.last_write = self._latest_before(lambda j: ops[j].is_write)
-        self.last_delete = self._latest_before(lambda j: self.present[j])
+        self.last_delete = self._latest_before(lambda j: self.is_delete[j])
+
+    def _previous(
+        self, i: int, previous: Mapping[int, int], explains: Callable[[int], bool]
+    ) -> list[int]:
+        """What explains the state just before op ``i`` (of known revision): the op just
+        before it in revision order if that ``explains`` it, else ops of unknown revision
+        that would, else that previous op itself as evidence of the violation."""
+        before = previous.get(i)
+        if before is not None and explains(before):
+            return [before]
+        unknown = [j for j, op in enumerate(self.ops) if op.rev is None and explains(j)]
+        return unknown or ([] if before is None else [before])
 
     def _latest_before(self, wanted: Callable[[int], bool]) -> list[int | None]:
         """For each op, the latest-invoked op satisfying ``wanted`` that may precede it."""
@@ -713,7 +832,17 @@ class _Support:
         ops = self.ops
         kept = set(keep)
         first_write = min((ops[j].invoke for j in keep if ops[j].is_write), default=_INF)
-        first_delete = min((ops[j].invoke for j in keep if self.present[j]), default=_INF)
+        first_delete = min((ops[j].invoke for j in keep if self.is_delete[j]), default=_INF)
+        # highest known revision among kept writes completed by a time, and among kept
+        # deletes invoked by a time (deletes of unknown revision are not counted)
+        writes = sorted(
+            (ops[j].complete, ops[j].rev) for j in keep if ops[j].is_write and ops[j].rev
+        )
+        write_times = [t for t, _ in writes]
+        write_revs = list(itertools.accumulate((r for _, r in writes), max))
+        deletes = sorted((ops[j].invoke, ops[j].rev or -1) for j in keep if self.is_delete[j])
+        delete_times = [t for t, _ in deletes]
+        delete_revs = list(itertools.accumulate((r for _, r in deletes), max))
         add: list[int | None] = []
         for i in keep:
             sources = self.sources[i]
@@ -722,9 +851,27 @@ class _Support:
             end = ops[i].complete
             if self.present[i] and first_write > end:
                 add.append(self.last_write[i])  # a successful delete needs an earlier write
-            if self.absent[i] and first_write <= end < first_delete:
+            if not self.absent[i]:
+                continue
+            k = bisect.bisect_left(write_times, ops[i].invoke)
+            if k:  # absent after a write of known revision: keep a delete that follows it
+                before = write_revs[k - 1]
+                d = bisect.bisect_right(delete_times, end)
+                if not d or delete_revs[d - 1] < before:
+                    add.append(self._delete_after(before, end))
+            elif first_write <= end < first_delete:
                 add.append(self.last_delete[i])  # absent after a write: needs a delete
         return sorted({j for j in add if j is not None and j not in kept})
+
+    def _delete_after(self, rev: float, end: float) -> int | None:
+        """The first delete after revision ``rev`` that may precede time ``end``."""
+        ops = self.ops
+        found = [
+            (_INF if ops[j].rev is None else ops[j].rev, -ops[j].invoke, j)
+            for j in range(len(ops))
+            if self.is_delete[j] and ops[j].invoke <= end and (ops[j].rev or _INF) > rev
+        ]
+        return min(found)[2] if found else None
 
     def repair(self, keep: Sequence[int]) -> list[int]:
         """``keep`` plus whatever (transitively) explains its observations, in order."""
@@ -878,9 +1025,9 @@ def _explain(
 ) -> tuple[_Op | None, list[_Op], str]:
     """Find a small illegal window of an illegal key and describe it.
 
-    First the earliest cut of the history that is already illegal (binary search over
-    completion times), then ddmin-style shrinking of that cut.  Every candidate is re-checked,
-    so the reported window is itself a proof of the violation.
+    First the history is cut where the search got stuck (if that prefix is still illegal),
+    then shrunk ddmin-style.  Every candidate is re-checked, so the reported window is itself
+    a proof of the violation.
     """
     deadline = time.monotonic() + budget
 
@@ -891,17 +1038,11 @@ def _explain(
         check_deadline = now + min(deadline - now, max(budget / 5, 0.05))
         return _search(sub, init, check_deadline, max_states).verdict == ILLEGAL
 
-    cuts = sorted({op.complete for op in compiled if op.required})
     window = compiled
-    lo, hi = 0, len(cuts) - 1  # the cut at cuts[hi] is the whole history: illegal
-    while lo < hi and time.monotonic() < deadline:
-        mid = (lo + hi) // 2
-        if illegal(_truncate(compiled, cuts[mid])):
-            hi = mid
-        else:
-            lo = mid + 1
-    if cuts and lo == hi:
-        window = _truncate(compiled, cuts[hi])
+    if first.stuck_op is not None and compiled[first.stuck_op].complete < _INF:
+        cut = _truncate(compiled, compiled[first.stuck_op].complete)
+        if len(cut) < len(compiled) and illegal(cut):
+            window = cut
     minimal, complete = _shrink(window, illegal, deadline)
     final = _search(minimal, init, time.monotonic() + max(budget, 1.0), max_states, want_path=True)
     if final.verdict != ILLEGAL:  # cannot happen unless the last check ran out of time

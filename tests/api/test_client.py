@@ -16,10 +16,10 @@ from tests.support import InlineReactor, open_inline_node
 class Client:
     """StubTreq over the API, advancing the node's clock so writes commit."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_body_bytes: int = 256) -> None:
         self.reactor = InlineReactor()
         self.node: Node | None = open_inline_node(path, self.reactor)
-        limits = Limits(max_key_bytes=16, max_value_bytes=64, max_body_bytes=256)
+        limits = Limits(max_key_bytes=16, max_value_bytes=64, max_body_bytes=max_body_bytes)
         self.api = ClientAPI(lambda: self.node, limits)
         self.treq = StubTreq(self.api.resource())
 

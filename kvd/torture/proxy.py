@@ -1,0 +1,310 @@
+"""
+A fault-injecting TCP proxy for node-to-node traffic, on loopback.
+
+Each kvd node is started with ``--advertise http://127.0.0.1:<proxy port>``,
+so its peers reach it (PREPARE, NEWEPOCH, read index, forwarded writes,
+snapshots) through its proxy, while clients and the torture harness talk to
+its real port. A proxy can tell which node opened a connection: the
+connecting socket is a loopback socket of one of the node processes, found
+through ``/proc/net/tcp`` and ``/proc/<pid>/fd``. That makes partitions per
+(source, destination) pair possible, although every node is on 127.0.0.1.
+
+A blocked pair is cut in one of two ways:
+
+* ``drop``: like a cable pulled out: existing connections go silent (bytes
+  are discarded both ways) and new ones are accepted but never forwarded;
+  callers see timeouts. At the heal those connections are reset, since
+  their byte streams lost data.
+* ``reset``: existing connections are reset and new ones reset at once;
+  callers see lost connections quickly.
+
+ZooKeeper traffic does not go through the proxies: a partition cuts peers
+from each other, never a node from ZooKeeper.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+DROP = "drop"
+RESET = "reset"
+MODES = (DROP, RESET)
+
+_LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it (little-endian)
+
+
+def _socket_inode(local_port: int, remote_port: int) -> str | None:
+    """Inode of the IPv4 loopback socket ``127.0.0.1:local_port -> 127.0.0.1:remote_port``."""
+    local = f"{_LOOPBACK_HEX}:{local_port:04X}"
+    remote = f"{_LOOPBACK_HEX}:{remote_port:04X}"
+    try:
+        with open("/proc/net/tcp") as table:
+            next(table, None)
+            for line in table:
+                fields = line.split()
+                if len(fields) > 9 and fields[1] == local and fields[2] == remote:
+                    return fields[9]
+    except OSError:
+        return None
+    return None
+
+
+def socket_owner(local_port: int, remote_port: int, pids: Iterable[int]) -> int | None:
+    """Which of ``pids`` holds the loopback socket from ``local_port`` to ``remote_port``.
+
+    Linux only; None when it cannot be told (then the caller treats the
+    source as unknown).
+    """
+    inode = _socket_inode(local_port, remote_port)
+    if inode is None or inode == "0":
+        return None
+    wanted = f"socket:[{inode}]"
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            names = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                if os.readlink(f"{fd_dir}/{name}") == wanted:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+class _Upstream(Protocol):
+    """The proxy's connection to the node's real port."""
+
+    def __init__(self, inbound: _Inbound) -> None:
+        self.inbound = inbound
+
+    def connectionMade(self) -> None:
+        self.inbound.upstream_ready(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.inbound.silenced and self.inbound.transport is not None:
+            self.inbound.transport.write(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.inbound.upstream_lost()
+
+
+class _UpstreamFactory(ClientFactory):
+    """Connects one inbound connection to the node; a refused connect resets the inbound."""
+
+    noisy = False
+
+    def __init__(self, inbound: _Inbound) -> None:
+        self.inbound = inbound
+
+    def buildProtocol(self, addr: Any) -> _Upstream:
+        return _Upstream(self.inbound)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.inbound.upstream_lost()
+
+
+class _Inbound(Protocol):
+    """One connection a node opened to another node's proxy."""
+
+    def __init__(self, proxy: NodeProxy) -> None:
+        self.proxy = proxy
+        self.source: int | None = None
+        self.upstream: _Upstream | None = None
+        self.pending: list[bytes] = []
+        self.silenced = False
+        self.closed = False
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.source = self.proxy.net.identify(peer.port, self.proxy.port)
+        self.proxy.net.connections.add(self)
+        action = self.proxy.net.action(self.source, self.proxy.index)
+        if action == RESET:
+            self.reset()
+            return
+        if action == DROP:
+            self.silenced = True
+            return
+        self.transport.pauseProducing()
+        self.proxy.net.reactor.connectTCP(
+            "127.0.0.1", self.proxy.target_port, _UpstreamFactory(self), timeout=2
+        )
+
+    def upstream_ready(self, upstream: _Upstream) -> None:
+        self.upstream = upstream
+        if self.closed or self.silenced:
+            upstream.transport.abortConnection()
+            return
+        for chunk in self.pending:
+            upstream.transport.write(chunk)
+        self.pending = []
+        self.transport.resumeProducing()
+
+    def upstream_lost(self) -> None:
+        if not self.closed:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.silenced:
+            return
+        if self.upstream is None:
+            self.pending.append(data)
+        else:
+            self.upstream.transport.write(data)
+
+    def silence(self) -> None:
+        """Go quiet both ways (a 'drop' partition)."""
+        self.silenced = True
+        self.pending = []
+
+    def reset(self) -> None:
+        """Reset both sides now."""
+        self.closed = True
+        self.transport.abortConnection()
+        if self.upstream is not None:
+            self.upstream.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed = True
+        self.proxy.net.connections.discard(self)
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
+
+
+class _InboundFactory(Factory):
+    noisy = False
+
+    def __init__(self, proxy: NodeProxy) -> None:
+        self.proxy = proxy
+
+    def buildProtocol(self, addr: Any) -> _Inbound:
+        return _Inbound(self.proxy)
+
+
+@dataclass
+class NodeProxy:
+    """The proxy in front of one node's peer traffic."""
+
+    net: ProxyNet
+    index: int
+    target_port: int
+    port: int = 0
+    listening: IListeningPort | None = None
+
+    @property
+    def url(self) -> str:
+        """What the node advertises to its peers."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def listen(self) -> None:
+        """Accept connections (on the same port as before, if it had one)."""
+        if self.listening is None:
+            self.listening = self.net.reactor.listenTCP(
+                self.port, _InboundFactory(self), interface="127.0.0.1"
+            )
+            self.port = self.listening.getHost().port
+
+    def close(self) -> Deferred[None]:
+        """Refuse new connections (like a dead host's port) and reset the open ones."""
+        listening, self.listening = self.listening, None
+        for conn in [c for c in self.net.connections if c.proxy is self]:
+            conn.reset()
+        if listening is None:
+            return succeed(None)
+        return maybeDeferred(listening.stopListening)
+
+
+@dataclass
+class ProxyNet:
+    """All node proxies of a cluster and the partition currently in force."""
+
+    reactor: Any
+    #: Maps a node process id to its node index (the processes change on restarts).
+    pids: Callable[[], dict[int, int]]
+    proxies: list[NodeProxy] = field(default_factory=list)
+    connections: set[_Inbound] = field(default_factory=set)
+    blocked: frozenset[tuple[int, int]] = frozenset()
+    mode: str = DROP
+    unknown_sources: int = 0
+    identified: int = 0
+
+    def add(self, target_port: int) -> NodeProxy:
+        """A listening proxy in front of the node whose real port is ``target_port``."""
+        proxy = NodeProxy(self, len(self.proxies), target_port)
+        proxy.listen()
+        self.proxies.append(proxy)
+        return proxy
+
+    def identify(self, peer_port: int, proxy_port: int) -> int | None:
+        """The node index that opened a connection from ``peer_port``, or None."""
+        owners = self.pids()
+        pid = socket_owner(peer_port, proxy_port, owners)
+        if pid is None:
+            self.unknown_sources += 1
+            return None
+        self.identified += 1
+        return owners[pid]
+
+    def action(self, source: int | None, dest: int) -> str | None:
+        """What to do with traffic from ``source`` to ``dest``: None (pass), DROP or RESET.
+
+        An unidentified source is cut only when every other node is cut from ``dest``
+        (a full isolation of ``dest``), where the source does not matter.
+        """
+        if not self.blocked:
+            return None
+        if source is None:
+            others = {i for i in range(len(self.proxies)) if i != dest}
+            cut = {s for s, d in self.blocked if d == dest}
+            return self.mode if others and others <= cut else None
+        return self.mode if (source, dest) in self.blocked else None
+
+    def partition(self, pairs: Iterable[tuple[int, int]], mode: str) -> None:
+        """Cut traffic from a to b for each (a, b); existing connections included."""
+        assert mode in MODES
+        self.blocked = frozenset(pairs)
+        self.mode = mode
+        for conn in list(self.connections):
+            if self.action(conn.source, conn.proxy.index) is None:
+                continue
+            if mode == RESET:
+                conn.reset()
+            else:
+                conn.silence()
+        log.info("Partition ({mode}): cut {pairs}", mode=mode, pairs=sorted(self.blocked))
+
+    def isolate(self, node: int, mode: str) -> list[tuple[int, int]]:
+        """Cut ``node`` from every other node, both ways; returns the pairs cut."""
+        pairs = []
+        for other in range(len(self.proxies)):
+            if other != node:
+                pairs += [(node, other), (other, node)]
+        self.partition(pairs, mode)
+        return pairs
+
+    def heal(self) -> None:
+        """Let everything through again; silenced connections are reset (they lost bytes)."""
+        self.blocked = frozenset()
+        for conn in list(self.connections):
+            if conn.silenced:
+                conn.reset()
+        log.info("Partition healed")
+
+    def close(self) -> Deferred[Any]:
+        """Stop every proxy."""
+        self.blocked = frozenset()
+        return DeferredList([proxy.close() for proxy in self.proxies], consumeErrors=True)
