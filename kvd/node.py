@@ -94,6 +94,7 @@ class Node:
         #: The cluster's members as the coordinator sees them, for status.
         self.cluster_members: Callable[[], list[dict[str, Any]]] | None = None
         self.expiry = ExpiryScheduler(self)
+        self.observe_round: Callable[[int, float], None] | None = None
         #: Called when this node hears of a newer epoch (the coordinator steps down).
         self.on_newer_epoch: list[Callable[[int], None]] = []
 
@@ -110,6 +111,7 @@ class Node:
         self.role = Role.STANDALONE
         self.epoch = epoch
         self.leader = Leader(self.reactor, self.rlog, epoch, 1, self.apply_committed)
+        self.leader.observe_round = self.observe_round
         marker = self.leader.start()
         self.leader_info = {"node_id": self.node_id, "url": self.settings.url}
         ready = self.wait_applied(marker)
@@ -145,6 +147,7 @@ class Node:
         self.role = Role.SYNCING
         self.leader = Leader(self.reactor, self.rlog, epoch, write_quorum, self.apply_committed,
                              self.node_id, self.settings.url, self.saw_epoch)
+        self.leader.observe_round = self.observe_round
         return self.leader.start(extra)
 
     def serving_as_leader(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from kvd.api.peer import PeerAPI, Root
 from kvd.config import NodeConfig
 from kvd.coord.bridge import ZooKeeperService
 from kvd.coord.cluster import ClusterCoordinator
+from kvd.metrics import Metrics
 from kvd.node import Node, NodeSettings
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import PeerClient
@@ -36,12 +38,18 @@ from kvd.wal.writer import WalWriter
 
 
 class QuietSite(Site):
-    """A Site without per-request access log lines: they cost more than the request."""
+    """A Site that feeds request metrics instead of writing access log lines."""
 
     noisy = False
+    metrics: Metrics | None = None
+
+    def getResourceFor(self, request: Any) -> Any:
+        request.kvd_started = time.monotonic()
+        return super().getResourceFor(request)
 
     def log(self, request: Any) -> None:
-        pass
+        if self.metrics is not None:
+            self.metrics.observe_request(request)
 
 
 class FatalNodeError(Exception):
@@ -77,11 +85,12 @@ def open_node(
     fsync: bool,
     on_fatal: Callable[[Failure], None] | None = None,
     pool: Any = None,
+    observe_batch: Callable[[int, float], None] | None = None,
 ) -> tuple[Node, WalWriter]:
     """A node over recovered state, with its WAL writer started."""
     recovered, store, identity = outcome
     writer = WalWriter(reactor, data_dir, recovered.segments, fsync=fsync, on_fatal=on_fatal,
-                       pool=pool)
+                       pool=pool, observe_batch=observe_batch)
     writer.start()
     writer.open_last()
     node = Node(reactor, identity, settings, store, ReplicatedLog(writer, recovered))
@@ -110,15 +119,18 @@ class KvdService(MultiService):
         self.node: Node | None = None
         self.writer: WalWriter | None = None
         self.data_dir = DataDir(config.data_dir)
+        self.zookeeper: ZooKeeperService | None = None
+        self.metrics = Metrics(lambda: self.node, self._session_state)
         self.api = ClientAPI(lambda: self.node, Limits(
-            config.max_key_bytes, config.max_value_bytes, config.max_body_bytes))
+            config.max_key_bytes, config.max_value_bytes, config.max_body_bytes),
+            metrics=self.metrics)
         expose = os.environ.get("KVD_TESTING_EXPOSE_SESSION") == "1"
         self.peer_api = PeerAPI(lambda: self.node, session=self._zookeeper_session if expose
                                 else None)
         self.site = QuietSite(Root(self.api.resource(), self.peer_api.resource()))
         self.site.displayTracebacks = False
+        self.site.metrics = self.metrics
         strports.service(config.listen, self.site).setServiceParent(self)
-        self.zookeeper: ZooKeeperService | None = None
         self.coordinator: ClusterCoordinator | None = None
         self.peer: PeerClient | None = None
         if not config.standalone:
@@ -127,6 +139,9 @@ class KvdService(MultiService):
             self.zookeeper.setServiceParent(self)
         self._snapshotting = False
         self.ready: Deferred[None] = Deferred()
+
+    def _session_state(self) -> str | None:
+        return None if self.zookeeper is None else self.zookeeper.state
 
     def _zookeeper_session(self) -> tuple[int, bytes] | None:
         return None if self.zookeeper is None else self.zookeeper.client_id
@@ -153,8 +168,10 @@ class KvdService(MultiService):
             log_tail=min(5000, max(1, self.config.snapshot_entries // 4)),
         )
         self.node, self.writer = open_node(
-            self.reactor, self.data_dir, outcome, settings, self.config.fsync, self._fatal
+            self.reactor, self.data_dir, outcome, settings, self.config.fsync, self._fatal,
+            observe_batch=self.metrics.observe_wal_batch,
         )
+        self.node.observe_round = self.metrics.observe_round
         self.node.snapshotter = self.take_snapshot
         self.node.data_dir = self.data_dir
         self.node.on_fatal = lambda message: self._fatal(Failure(FatalNodeError(message)))

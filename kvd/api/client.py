@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from klein import Klein
+from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,6 +26,7 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 
 from kvd import errors
 from kvd.api.txn import parse_txn, render_result
+from kvd.metrics import Metrics
 from kvd.node import Node
 from kvd.store import Result, delete_command, put_command, txn_command
 
@@ -53,9 +55,11 @@ class ClientAPI:
 
     app = Klein()
 
-    def __init__(self, node: Callable[[], Node | None], limits: Limits = Limits()) -> None:
+    def __init__(self, node: Callable[[], Node | None], limits: Limits = Limits(),
+                 metrics: Metrics | None = None) -> None:
         self._node = node
         self.limits = limits
+        self.metrics = metrics
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -179,6 +183,13 @@ class ClientAPI:
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
         return self._respond(request, 200, {"status": "ok"})
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics_page(self, request: IRequest) -> bytes:
+        if self.metrics is None:
+            raise errors.NotFound("metrics are not enabled")
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return self.metrics.render()
 
     @app.route("/readyz", methods=["GET"])
     def readyz(self, request: IRequest) -> bytes:

@@ -89,6 +89,9 @@ class Leader:
         self.url = url
         self._on_higher_epoch = on_higher_epoch
         self._pending_reads: list[Deferred[int]] = []
+        #: Called with (commands, seconds from proposal to commit) per entry.
+        self.observe_round: Callable[[int, float], None] | None = None
+        self._proposed_at: dict[int, tuple[int, float]] = {}
         self._round: _ReadRound | None = None
         self._log = replicated_log
         self.epoch = epoch
@@ -153,6 +156,7 @@ class Leader:
                 size += sum(len(c.get("v", b"")) for c in proposal.commands)
             entry = LogEntry(self.epoch, self._log.last_index + 1, commands)
             self.waiting[entry.index] = batch
+            self._proposed_at[entry.index] = (len(commands), time.monotonic())
             self._log.append([entry])
         self._wake_links()
 
@@ -236,6 +240,13 @@ class Leader:
             return
         if self._log.epoch_at(candidate) != self.epoch:
             return
+        previous = self._log.commit_index
         self._log.set_commit(candidate)
+        if self._proposed_at:
+            now = time.monotonic()
+            for index in range(previous + 1, candidate + 1):
+                proposed = self._proposed_at.pop(index, None)
+                if proposed is not None and self.observe_round is not None:
+                    self.observe_round(proposed[0], now - proposed[1])
         self._on_commit(candidate)
         self._wake_links()

@@ -885,12 +885,15 @@ class _Support:
 
 
 def _shrink(
-    ops: list[_Op], illegal: Callable[[list[_Op]], bool], deadline: float
-) -> tuple[list[_Op], bool]:
-    """ddmin-style: drop chunks of ops (adding back explaining ops) while still illegal.
+    ops: list[_Op],
+    accept: Callable[[list[int]], bool],
+    deadline: float,
+    fixed: int | None = None,
+) -> tuple[list[int], bool]:
+    """ddmin-style: drop chunks of ops (adding back explaining ops) while ``accept`` holds.
 
-    Returns the smallest history found and whether shrinking ran to completion (1-minimal
-    with respect to dropping single ops).
+    ``fixed`` is never dropped.  Returns the indices kept and whether shrinking ran to
+    completion (no single op can be dropped).
     """
     support = _Support(ops)
     keep = support.repair(range(len(ops)))
@@ -900,9 +903,12 @@ def _shrink(
         shrunk = False
         for start in range(0, len(keep), size):
             if time.monotonic() > deadline:
-                return [ops[i] for i in keep], False
-            candidate = support.repair(keep[:start] + keep[start + size :])
-            if len(candidate) < len(keep) and illegal([ops[i] for i in candidate]):
+                return keep, False
+            rest = keep[:start] + keep[start + size :]
+            if fixed is not None and fixed not in rest:
+                rest = sorted([*rest, fixed])
+            candidate = support.repair(rest)
+            if len(candidate) < len(keep) and accept(candidate):
                 keep = candidate
                 parts = max(parts - 1, 2)
                 shrunk = True
@@ -911,7 +917,7 @@ def _shrink(
             if size == 1:
                 break
             parts = min(parts * 2, len(keep))
-    return [ops[i] for i in keep], True
+    return keep, True
 
 
 def _show_state(state: _State | None, values: _Values) -> str:
@@ -1025,37 +1031,73 @@ def _explain(
 ) -> tuple[_Op | None, list[_Op], str]:
     """Find a small illegal window of an illegal key and describe it.
 
-    First the history is cut where the search got stuck (if that prefix is still illegal),
-    then shrunk ddmin-style.  Every candidate is re-checked, so the reported window is itself
-    a proof of the violation.
+    1. Binary search for the earliest cut of the history that is illegal: the op completing
+       at that cut is the culprit (with it still in flight, everything before fits).
+    2. Shrink that cut ddmin-style, keeping the culprit, keeping ops that explain what the
+       kept ops observed, and keeping it a violation *by the culprit*: illegal, but legal
+       again with the culprit in flight.
+    Every candidate is re-checked, so the reported window is itself a proof.
     """
     deadline = time.monotonic() + budget
 
-    def illegal(sub: list[_Op]) -> bool:
+    def verdict_of(sub: list[_Op]) -> str:
         now = time.monotonic()
         if now > deadline:
+            return UNKNOWN
+        check_deadline = now + min(deadline - now, max(budget / 4, 0.05))
+        return _search(sub, init, check_deadline, max_states).verdict
+
+    cuts = sorted({op.complete for op in compiled if op.required})
+    lo, hi = 0, len(cuts) - 1  # the cut at cuts[-1] is the whole history: illegal
+    if first.stuck_op is not None and compiled[first.stuck_op].required:
+        guess = cuts.index(compiled[first.stuck_op].complete)
+        if verdict_of(_truncate(compiled, cuts[guess])) == ILLEGAL:
+            hi = guess
+    while lo < hi and time.monotonic() < deadline:
+        mid = (lo + hi) // 2
+        if verdict_of(_truncate(compiled, cuts[mid])) == ILLEGAL:
+            hi = mid
+        else:
+            lo = mid + 1
+    window = _truncate(compiled, cuts[hi])
+    culprit: int | None = None
+    if lo == hi:
+        at_cut = [i for i, op in enumerate(window) if op.required and op.complete == cuts[hi]]
+        culprit = at_cut[0] if len(at_cut) == 1 else None
+
+    def accept(keep: list[int]) -> bool:
+        sub = [window[i] for i in keep]
+        if verdict_of(sub) != ILLEGAL:
             return False
-        check_deadline = now + min(deadline - now, max(budget / 5, 0.05))
-        return _search(sub, init, check_deadline, max_states).verdict == ILLEGAL
+        if culprit is None:
+            return True
+        relaxed = [window[i] for i in keep if i != culprit]
+        if window[culprit].is_write or window[culprit].kind == _K_DEL:
+            if window[culprit].status != _NEG:
+                relaxed.append(window[culprit].pending_copy())
+        return verdict_of(relaxed) == OK
 
-    window = compiled
-    if first.stuck_op is not None and compiled[first.stuck_op].complete < _INF:
-        cut = _truncate(compiled, compiled[first.stuck_op].complete)
-        if len(cut) < len(compiled) and illegal(cut):
-            window = cut
-    minimal, complete = _shrink(window, illegal, deadline)
+    if culprit is not None and not accept(list(range(len(window)))):
+        culprit = None
+    kept, complete = _shrink(window, accept, deadline, culprit)
+    minimal = [window[i] for i in kept]
     final = _search(minimal, init, time.monotonic() + max(budget, 1.0), max_states, want_path=True)
-    if final.verdict != ILLEGAL:  # cannot happen unless the last check ran out of time
-        minimal, final = compiled, first
-
-    lines = []
+    if final.verdict != ILLEGAL:  # only if the last check ran out of time
+        minimal, final, culprit = compiled, first, None
+    if culprit is not None:
+        marked: _Op | None = window[culprit]
+    else:
+        marked = minimal[final.stuck_op] if final.stuck_op is not None else None
     stuck = minimal[final.stuck_op] if final.stuck_op is not None else None
+
     label = "minimal" if complete else "smallest found (shrinking ran out of time)"
-    lines.append(
+    lines = [
         f"  {label} illegal sub-history: {len(minimal)} of {len(compiled)} ops, by invocation time:"
-    )
+    ]
     for op in sorted(minimal, key=lambda o: (o.invoke, o.complete)):
-        lines.append(("  * " if op is stuck else "    ") + _source_line(op))
+        lines.append(("  * " if op is marked else "    ") + _source_line(op))
+    if culprit is not None:
+        lines.append("  (*: the history is linearizable up to this op's completion, not after)")
     if final.path is not None:
         lines.append(
             "  longest valid order found:" if final.path else "  no operation can go first:"
@@ -1064,17 +1106,16 @@ def _explain(
             lines.append(f"    {n:>2}. {minimal[i].source.describe()}")
         lines.append(f"  state then: {_show_state(final.stuck_state, values)}")
     if stuck is not None and final.stuck_state is not None:
-        lines.append("  the op marked * must be linearized by its completion but cannot be:")
+        lines.append("  next due, but it cannot be linearized there:")
+        lines.append(f"    {stuck.source.describe()}")
         lines.append(f"    {_why(final.stuck_state, stuck, values)}")
     if first.stuck_op is not None:
-        whole = compiled[first.stuck_op]
         lines.append(
-            f"  in the whole key history the search linearized at most {first.depth} "
-            f"of {len(compiled)} ops, stuck at:"
+            f"  (search of the whole key history: at most {first.depth} of {len(compiled)} "
+            f"ops linearized, stuck before {compiled[first.stuck_op].source.describe().strip()}"
+            f" in state {_show_state(first.stuck_state, values)})"
         )
-        lines.append(f"    {whole.source.describe()}")
-        lines.append(f"    with state {_show_state(first.stuck_state, values)}")
-    return stuck, minimal, "\n".join(lines)
+    return marked, minimal, "\n".join(lines)
 
 
 def check_history(

@@ -113,6 +113,7 @@ class Recorder:
         self._seed = seed
         self.history: list[Operation] = []
         self.anomalies: list[str] = []
+        self.anomaly_kinds: Counter[str] = Counter()
         #: (kind, outcome) -> count, and (kind, status or error type) -> count.
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.answers: Counter[tuple[str, str]] = Counter()
@@ -210,8 +211,12 @@ class Recorder:
         label = str(answer.status) if answer.error is None else type(answer.error).__name__
         self.answers[(kind, label)] += 1
 
-    def _anomaly(self, what: str, url: str, answer: Answer) -> None:
-        text = f"t={self.now():.3f} {what} via {self.names.get(url, url)}: {answer.describe()}"
+    def _anomaly(self, kind: str, key: str, problem: str, url: str, answer: Answer) -> None:
+        """Keep an answer that breaks the API contract (grouped by kind in the report)."""
+        shown = str(answer.status) if answer.error is None else type(answer.error).__name__
+        self.anomaly_kinds[f"{kind}: {problem} ({shown})"] += 1
+        text = (f"t={self.now():.3f} {kind} {key}: {problem} via "
+                f"{self.names.get(url, url)}: {answer.describe()}")
         self.anomalies.append(text)
         log.warn("Contract anomaly: {text}", text=text)
 
@@ -249,24 +254,24 @@ class Recorder:
             revision = body.get("revision") if isinstance(body, dict) else None
             if isinstance(revision, int) and not isinstance(revision, bool) and revision > 0:
                 if body.get("key") != key:
-                    self._anomaly(f"{kind} {key}: answer names another key", url, answer)
+                    self._anomaly(kind, key, "answer names another key", url, answer)
                 return OK, revision
-            self._anomaly(f"{kind} {key}: 200 without a revision", url, answer)
+            self._anomaly(kind, key, "200 without a revision", url, answer)
             return UNKNOWN, None
         if status == 409 and kind == CAS:
             current = _error_field(body, "current_revision")
             if isinstance(current, int):
                 self._learn(key, current)
             else:
-                self._anomaly(f"cas {key}: 409 without current_revision", url, answer)
+                self._anomaly(CAS, key, "409 without current_revision", url, answer)
             return OK, MISMATCH
         if status == 503:
             return FAIL, None
         if status == 504:
             if _error_field(body, "outcome") != "unknown":
-                self._anomaly(f"{kind} {key}: 504 without outcome 'unknown'", url, answer)
+                self._anomaly(kind, key, "504 without outcome 'unknown'", url, answer)
             return UNKNOWN, None
-        self._anomaly(f"{kind} {key}: unexpected status", url, answer)
+        self._anomaly(kind, key, "unexpected status", url, answer)
         return UNKNOWN, None
 
     async def get(self, client: int | str, url: str, key: str) -> Operation:
@@ -280,9 +285,9 @@ class Recorder:
             value, revision = body.get("value"), body.get("revision")
             header = answer.headers.get("x-kvd-revision", "")
             if not isinstance(value, str) or not isinstance(revision, int) or revision <= 0:
-                self._anomaly(f"get {key}: malformed answer", url, answer)
+                self._anomaly(GET, key, "malformed answer", url, answer)
             elif body.get("key") != key:
-                self._anomaly(f"get {key}: answer names another key", url, answer)
+                self._anomaly(GET, key, "answer names another key", url, answer)
             else:
                 outcome, output = OK, (value, revision)
                 self._learn(key, revision)
@@ -294,9 +299,9 @@ class Recorder:
             if _error_field(body, "code") == "key_not_found":
                 outcome, output = OK, (None, 0)
             else:
-                self._anomaly(f"get {key}: 404 that is not key_not_found", url, answer)
+                self._anomaly(GET, key, "404 that is not key_not_found", url, answer)
         elif answer.error is None and answer.status not in (503, 504):
-            self._anomaly(f"get {key}: unexpected status", url, answer)
+            self._anomaly(GET, key, "unexpected status", url, answer)
         op = Operation(client, key, GET, (), invoke, complete, outcome, output)
         self.history.append(op)
         self._count(GET, outcome, answer)
