@@ -1,0 +1,254 @@
+"""
+The Python client of kvd: Deferred-based, with failover across endpoints.
+
+Every write carries an ``Idempotency-Key``, so a write whose answer was lost
+can be retried on another node without applying twice (safety rule 9).
+``BlockingClient`` wraps it for scripts that do not run a reactor.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import treq
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
+from twisted.internet.threads import blockingCallFromThread
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+
+#: Statuses after which the next endpoint is tried: the request certainly did nothing.
+_TRY_NEXT = (503,)
+
+
+class KvdError(Exception):
+    """An error answer from kvd, or no answer at all."""
+
+    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body
+
+
+class Unavailable(KvdError):
+    """No endpoint could take the request (503 or unreachable everywhere)."""
+
+
+class OutcomeUnknown(KvdError):
+    """The write was sent but its fate is unknown (504 or a lost answer)."""
+
+
+class KvdClient:
+    """Calls the kvd client API on the first endpoint that answers."""
+
+    def __init__(self, endpoints: list[str], reactor: Any = None, timeout: float = 10.0) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self.reactor = reactor
+        self.timeout = timeout
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self._http = treq.client.HTTPClient(Agent(reactor, pool=pool))
+        self._pool = pool
+
+    def close(self) -> Deferred[None]:
+        return self._pool.closeCachedConnections()
+
+    @inlineCallbacks
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None
+                = None, write: bool = False) -> Any:
+        """One call, failing over to the next endpoint when that is certainly safe."""
+        headers = {b"Content-Type": [b"application/json"]}
+        if write:
+            headers[b"Idempotency-Key"] = [uuid.uuid4().hex.encode()]
+        data = None if body is None else json.dumps(body).encode()
+        url_tail = path + ("?" + urlencode(query) if query else "")
+        last: KvdError | None = None
+        for endpoint in self.endpoints:
+            try:
+                response = yield self._http.request(
+                    method, endpoint + url_tail, data=data, headers=headers,
+                    timeout=self.timeout)
+                raw = yield response.content()
+            except (ConnectError, ConnectionRefusedError, DNSLookupError) as e:
+                last = Unavailable(0, "unreachable", f"{endpoint}: {e}")
+                continue
+            except (ResponseFailed, Exception) as e:  # timeout or lost answer
+                if not write:
+                    last = Unavailable(0, "no_answer", f"{endpoint}: {e}")
+                    continue
+                # The Idempotency-Key makes a retry elsewhere safe.
+                last = OutcomeUnknown(0, "no_answer", f"{endpoint}: {e}")
+                continue
+            answer = _decode(raw)
+            if response.code < 400:
+                return answer
+            error = answer.get("error", {}) if isinstance(answer, dict) else {}
+            code, message = error.get("code", "error"), error.get("message", repr(answer))
+            if response.code in _TRY_NEXT:
+                last = Unavailable(response.code, code, f"{endpoint}: {message}", answer)
+                continue
+            if response.code == 504:
+                last = OutcomeUnknown(response.code, code, message, answer)
+                continue
+            raise KvdError(response.code, code, message, answer)
+        assert last is not None
+        raise last
+
+    def put(self, key: str, value: str, prev_revision: int | None = None,
+            ttl: int | None = None) -> Deferred[dict[str, Any]]:
+        body: dict[str, Any] = {"value": value}
+        if prev_revision is not None:
+            body["prev_revision"] = prev_revision
+        if ttl is not None:
+            body["ttl"] = ttl
+        return self.request("PUT", f"/api/v1/keys/{quote(key)}", body, write=True)
+
+    def get(self, key: str, consistency: str = "linearizable") -> Deferred[dict[str, Any] | None]:
+        d = self.request("GET", f"/api/v1/keys/{quote(key)}",
+                         query={"consistency": consistency})
+
+        def missing(failure: Any) -> None:
+            failure.trap(KvdError)
+            if failure.value.status == 404:
+                return None
+            return failure
+
+        return d.addErrback(missing)
+
+    def range(self, prefix: str = "", consistency: str = "linearizable",
+              limit: int | None = None, **query: Any) -> Deferred[dict[str, Any]]:
+        params: dict[str, Any] = {"prefix": prefix, "consistency": consistency, **query}
+        if limit is not None:
+            params["limit"] = limit
+        return self.request("GET", "/api/v1/keys", query=params)
+
+    def delete(self, key: str, prev_revision: int | None = None) -> Deferred[dict[str, Any]]:
+        query = None if prev_revision is None else {"prev_revision": prev_revision}
+        return self.request("DELETE", f"/api/v1/keys/{quote(key)}", query=query, write=True)
+
+    def txn(self, body: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        return self.request("POST", "/api/v1/txn", body, write=True)
+
+    def status(self, endpoint: str | None = None) -> Deferred[dict[str, Any]]:
+        if endpoint is None:
+            return self.request("GET", "/api/v1/cluster")
+        single = KvdClient([endpoint], self.reactor, self.timeout)
+        return single.request("GET", "/api/v1/cluster")
+
+    @inlineCallbacks
+    def watch(self, on_event: Callable[[dict[str, Any]], object], key: str | None = None,
+              prefix: str | None = None, start_revision: int | None = None,
+              stop: Callable[[], bool] = lambda: False) -> Any:
+        """Stream events to ``on_event``, resuming on the next endpoint after a break.
+
+        Resumes from the revision after the last event seen, so a failover
+        loses no event and repeats none.
+        """
+        next_revision = start_revision
+        failures = 0
+        while not stop():
+            endpoint = self.endpoints[failures % len(self.endpoints)]
+            query: dict[str, Any] = {"key": key} if key is not None else {"prefix": prefix}
+            if next_revision:
+                query["start_revision"] = next_revision
+            buffer = bytearray()
+
+            def chunk(data: bytes, buffer: bytearray = buffer) -> None:
+                nonlocal next_revision
+                buffer.extend(data)
+                while b"\n" in buffer:
+                    line, _, rest = bytes(buffer).partition(b"\n")
+                    buffer[:] = rest
+                    if line.strip():
+                        event = json.loads(line)
+                        next_revision = event["revision"] + 1
+                        on_event(event)
+
+            try:
+                response = yield self._http.get(endpoint + "/api/v1/watch?" + urlencode(query))
+                if response.code != 200:
+                    answer = _decode((yield response.content()))
+                    error = answer.get("error", {}) if isinstance(answer, dict) else {}
+                    if response.code in (400, 404, 410):
+                        raise KvdError(response.code, error.get("code", "error"),
+                                       error.get("message", ""), answer)
+                    failures += 1
+                    continue
+                yield treq.collect(response, chunk)
+            except KvdError:
+                raise
+            except Exception:
+                pass
+            failures += 1
+            if failures > 3 * len(self.endpoints) * 20:
+                raise Unavailable(0, "unreachable", "no endpoint keeps a watch open")
+            yield _sleep(self.reactor, 0.2)
+
+
+def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return {"error": {"code": "bad_answer", "message": raw[:200].decode("latin-1")}}
+
+
+class BlockingClient:
+    """``KvdClient`` for code without a reactor: runs one in a daemon thread."""
+
+    _lock = threading.Lock()
+    _started = False
+
+    def __init__(self, endpoints: list[str], timeout: float = 10.0) -> None:
+        from twisted.internet import reactor
+
+        self._reactor = reactor
+        self._ensure_reactor()
+        self._client = KvdClient(endpoints, reactor, timeout)
+
+    @classmethod
+    def _ensure_reactor(cls) -> None:
+        from twisted.internet import reactor
+
+        with cls._lock:
+            if not cls._started and not reactor.running:
+                threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
+                                 daemon=True, name="kvd-client-reactor").start()
+                cls._started = True
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return blockingCallFromThread(self._reactor, getattr(self._client, method), *args,
+                                      **kwargs)
+
+    def put(self, key: str, value: str, prev_revision: int | None = None,
+            ttl: int | None = None) -> dict[str, Any]:
+        return self._call("put", key, value, prev_revision, ttl)
+
+    def get(self, key: str, consistency: str = "linearizable") -> dict[str, Any] | None:
+        return self._call("get", key, consistency)
+
+    def range(self, prefix: str = "", **kwargs: Any) -> dict[str, Any]:
+        return self._call("range", prefix, **kwargs)
+
+    def delete(self, key: str, prev_revision: int | None = None) -> dict[str, Any]:
+        return self._call("delete", key, prev_revision)
+
+    def txn(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("txn", body)
+
+    def status(self) -> dict[str, Any]:
+        return self._call("status")
