@@ -24,6 +24,7 @@ class NodeConfig:
     session_timeout: float = 6.0
     snapshot_entries: int = 20_000
     write_timeout: float = 5.0
+    watch_history: int = 10_000
     standalone: bool = False
 
     @property

@@ -30,7 +30,7 @@ from kvd.metrics import Metrics
 from kvd.node import Node, NodeSettings
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import PeerClient
-from kvd.store import Store
+from kvd.store import DEFAULT_HISTORY, Store
 from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
 from kvd.wal.recovery import Recovered, WalCorruption, recover
@@ -60,15 +60,16 @@ def recovered_torn(outcome: tuple[Recovered, Store, Identity]) -> bool:
     return outcome[0].torn_tail
 
 
-def recover_store(data_dir: DataDir, node_id: str | None) -> tuple[Recovered, Store, Identity]:
+def recover_store(data_dir: DataDir, node_id: str | None,
+                  history: int = DEFAULT_HISTORY) -> tuple[Recovered, Store, Identity]:
     """Read the data dir back: log, store as of the last commit mark, identity. Blocking."""
     data_dir.create()
     identity = data_dir.identity(node_id)
     recovered = recover(data_dir)
     if recovered.snapshot is not None:
-        store = Store.from_snapshot(recovered.snapshot.store)
+        store = Store.from_snapshot(recovered.snapshot.store, history=history)
     else:
-        store = Store()
+        store = Store(history=history)
     # Only what is known committed reaches the store; the rest waits for a leader.
     for entry in recovered.entries:
         if entry.index > recovered.commit_mark:
@@ -157,7 +158,7 @@ class KvdService(MultiService):
         d.addCallbacks(self.ready.callback, self._fatal)
 
     def _recover(self) -> tuple[Recovered, Store, Identity]:
-        return recover_store(self.data_dir, self.config.node_id)
+        return recover_store(self.data_dir, self.config.node_id, self.config.watch_history)
 
     def _recovered(self, outcome: tuple[Recovered, Store, Identity]) -> Deferred[None]:
         recovered, store, identity = outcome

@@ -129,7 +129,7 @@ class Store:
         #: TTL in seconds of the keys that have one.
         self.ttls: dict[bytes, int] = {}
         self.events: deque[Event] = deque()
-        self._history = history
+        self.history_limit = history
         #: Watches can resume from any revision above this one.
         self.history_start = 0
         self.listeners: list[Callable[[Event], None]] = []
@@ -238,7 +238,7 @@ class Store:
 
     def _record(self, event: Event) -> None:
         self.events.append(event)
-        while len(self.events) > self._history:
+        while len(self.events) > self.history_limit:
             self.history_start = self.events.popleft().revision
         for listener in list(self.listeners):
             listener(event)
@@ -333,9 +333,10 @@ class Store:
 
     @classmethod
     def from_snapshot(
-        cls, state: dict[str, Any], request_window: int = DEFAULT_REQUEST_WINDOW
+        cls, state: dict[str, Any], request_window: int = DEFAULT_REQUEST_WINDOW,
+        history: int = DEFAULT_HISTORY,
     ) -> Store:
-        store = cls(request_window)
+        store = cls(request_window, history)
         store.revision = state["revision"]
         store.history_start = state["revision"]
         store.ttls = dict(state.get("ttls", {}))

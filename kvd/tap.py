@@ -50,6 +50,7 @@ class Options(usage.Options):
         ["max-body-bytes", None, 2 * 1024 * 1024, "Largest request body, in bytes.", int],
         ["session-timeout", None, 6.0, "ZooKeeper session timeout, seconds.", float],
         ["snapshot-entries", None, 20_000, "Snapshot every this many applied entries.", int],
+        ["watch-history", None, 10_000, "Change events kept for watches to resume from.", int],
         ["write-timeout", None, 5.0, "Seconds before a write answers 504 (outcome unknown).",
          float],
     ]
@@ -78,7 +79,7 @@ class Options(usage.Options):
         if self["fsync"] not in ("always", "none"):
             raise usage.UsageError(f"--fsync must be 'always' or 'none', not {self['fsync']!r}")
         for name in ("replicas", "max-key-bytes", "max-value-bytes", "max-body-bytes",
-                     "snapshot-entries"):
+                     "snapshot-entries", "watch-history"):
             _positive(name, self[name])
         for name in ("session-timeout", "write-timeout"):
             if self[name] <= 0:
@@ -110,6 +111,7 @@ class Options(usage.Options):
             session_timeout=self["session-timeout"],
             snapshot_entries=self["snapshot-entries"],
             write_timeout=self["write-timeout"],
+            watch_history=self["watch-history"],
             standalone=bool(self["standalone"]),
         )
 

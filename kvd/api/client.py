@@ -383,6 +383,8 @@ class Watch:
                        if self.matches(e.key)]
         self.api._respond(self.request, 200, None)
         self.request.setHeader(b"Content-Type", b"application/x-ndjson")
+        # Send the headers now: a watcher learns at once that the stream is open.
+        self.request.write(b"")
         # Registered in the same reactor turn as the backlog is read: no gap, no repeat.
         store.listeners.append(self._event)
         self.node.on_store_replaced.append(self._store_replaced)

@@ -158,7 +158,8 @@ class Follower:
         data: bytes = message["data"]
         await deferToThread(snapshot.write_raw, node.data_dir, snap_index, data)
         decoded = await deferToThread(snapshot.decode, data)
-        store = await deferToThread(Store.from_snapshot, decoded.store)
+        store = await deferToThread(Store.from_snapshot, decoded.store,
+                                    history=node.store.history_limit)
         await node.rlog.install_snapshot(snap_epoch, snap_index)
         node.replace_store(store)
         self.log.info("Installed a snapshot at index {index} from the leader", index=snap_index)

@@ -108,7 +108,8 @@ async def _fetch_log(node: Node, epoch: int, url: str, target: tuple[int, int],
             decoded = await deferToThread(snapshot.decode, data)
             assert node.data_dir is not None
             await deferToThread(snapshot.write_raw, node.data_dir, decoded.index, data)
-            store = await deferToThread(Store.from_snapshot, decoded.store)
+            store = await deferToThread(Store.from_snapshot, decoded.store,
+                                    history=node.store.history_limit)
             await rlog.install_snapshot(decoded.epoch, decoded.index)
             node.replace_store(store)
             first = decoded.index + 1

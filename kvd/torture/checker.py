@@ -423,9 +423,8 @@ def _compile(
 ) -> tuple[list[_Op], int]:
     """Compile one key's operations for the search; returns (ops, number dropped).
 
-    Dropped: failed ops, gets of unknown outcome (no effect, nothing observed) and, on keys
-    that see only puts and gets, unknown puts whose value no get returned (leaving such a put
-    out of any linearization keeps it valid, so they only slow the search down).
+    Dropped: failed ops, gets of unknown outcome (no effect, nothing observed) and unknown
+    writes and deletes that nothing could observe (see :func:`_drop_unobservable`).
     """
     compiled: list[_Op] = []
     for op in ops:
@@ -470,10 +469,47 @@ def _compile(
             compiled[-1].learnable = rev not in known_revisions
         elif kind == _K_CAS:
             compiled[-1].learnable = expected not in known_revisions
-    if all(c.kind in (_K_PUT, _K_GET) for c in compiled):
-        observed = {c.value for c in compiled if c.kind == _K_GET}
-        compiled = [c for c in compiled if c.required or c.value in observed]
+    compiled = _drop_unobservable(compiled)
     return compiled, len(ops) - len(compiled)
+
+
+def _drop_unobservable(ops: list[_Op]) -> list[_Op]:
+    """Drop unknown-outcome writes and deletes that no later op could observe.
+
+    An unknown write of a value no get returned only makes the key present with an unknown
+    revision; only a delete, a cas mismatch or a cas expecting a revision no definite write
+    has could tell.  An unknown delete only makes the key absent; only a get or delete
+    finding it absent, a cas mismatch or a cas creating the key could tell.  With no such
+    observer completing after the op is invoked, leaving the op out of a linearization keeps
+    it valid, and trying it would only slow the search down.
+    """
+    read = {op.value for op in ops if op.kind == _K_GET}
+    sees_present = max(
+        (
+            op.complete
+            for op in ops
+            if (op.kind == _K_DEL and op.status != _NEG)
+            or (op.kind == _K_CAS and (op.status == _NEG or (op.expected > 0 and op.learnable)))
+        ),
+        default=-_INF,
+    )
+    sees_absent = max(
+        (
+            op.complete
+            for op in ops
+            if (op.kind == _K_GET and op.value is None)
+            or (op.kind == _K_DEL and op.status == _NEG)
+            or (op.kind == _K_CAS and (op.status == _NEG or op.expected == 0))
+        ),
+        default=-_INF,
+    )
+    return [
+        op
+        for op in ops
+        if op.required
+        or (op.is_write and (op.value in read or op.invoke <= sees_present))
+        or (op.kind == _K_DEL and op.invoke <= sees_absent)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -953,6 +989,11 @@ def _why(state: _State, op: _Op, values: _Values) -> str:
     return f"its revision {op.rev} is not above the last revision used ({floor})"
 
 
+def _brief(op: Operation) -> str:
+    """:meth:`Operation.describe` without the column padding, for use inside a sentence."""
+    return " ".join(op.describe().split())
+
+
 def _source_line(op: _Op) -> str:
     """The op's original record as a line, flagged when a cut made it in-flight."""
     line = op.source.describe()
@@ -1108,12 +1149,21 @@ def _explain(
     if stuck is not None and final.stuck_state is not None:
         lines.append("  next due, but it cannot be linearized there:")
         lines.append(f"    {stuck.source.describe()}")
-        lines.append(f"    {_why(final.stuck_state, stuck, values)}")
+        after = _step(final.stuck_state, stuck)
+        if after is None:
+            lines.append(f"    {_why(final.stuck_state, stuck, values)}")
+        else:
+            lines.append(
+                f"    it applies, leaving {_show_state(after, values)}, "
+                "but the ops due after it cannot follow"
+            )
+            if marked is not None and marked is not stuck and _step(after, marked) is None:
+                lines.append(f"    (*: {_why(after, marked, values)})")
     if first.stuck_op is not None:
         lines.append(
-            f"  (search of the whole key history: at most {first.depth} of {len(compiled)} "
-            f"ops linearized, stuck before {compiled[first.stuck_op].source.describe().strip()}"
-            f" in state {_show_state(first.stuck_state, values)})"
+            f"  whole key history: at most {first.depth} of {len(compiled)} ops linearized, "
+            f"stuck before {_brief(compiled[first.stuck_op].source)} "
+            f"in state {_show_state(first.stuck_state, values)}"
         )
     return marked, minimal, "\n".join(lines)
 

@@ -112,6 +112,8 @@ class Recorder:
         self.origin = origin
         self._seed = seed
         self.history: list[Operation] = []
+        #: Per history entry: the node that served it and its raw answer (for evidence).
+        self.trace: list[dict[str, str]] = []
         self.anomalies: list[str] = []
         self.anomaly_kinds: Counter[str] = Counter()
         #: (kind, outcome) -> count, and (kind, status or error type) -> count.
@@ -206,10 +208,14 @@ class Recorder:
         }
         return Answer(response.code, parsed, headers_out)
 
-    def _count(self, kind: str, outcome: str, answer: Answer) -> None:
-        self.outcomes[(kind, outcome)] += 1
+    def _record(self, op: Operation, url: str, answer: Answer) -> None:
+        """Append ``op`` to the history, and what served it to the trace; count it."""
+        self.history.append(op)
         label = str(answer.status) if answer.error is None else type(answer.error).__name__
-        self.answers[(kind, label)] += 1
+        self.trace.append({"node": self.names.get(url, url), "answer": label,
+                           "detail": answer.describe() if label not in ("200", "404") else ""})
+        self.outcomes[(op.kind, op.outcome)] += 1
+        self.answers[(op.kind, label)] += 1
 
     def _anomaly(self, kind: str, key: str, problem: str, url: str, answer: Answer) -> None:
         """Keep an answer that breaks the API contract (grouped by kind in the report)."""
@@ -239,8 +245,7 @@ class Recorder:
         complete = self.now()
         outcome, output = self._classify_write(kind, key, url, answer)
         op = Operation(client, key, kind, args, invoke, complete, outcome, output)
-        self.history.append(op)
-        self._count(kind, outcome, answer)
+        self._record(op, url, answer)
         if outcome == OK and isinstance(output, int):
             self._learn(key, output)
         return op
@@ -292,9 +297,8 @@ class Recorder:
                 outcome, output = OK, (value, revision)
                 self._learn(key, revision)
                 if not header.isdigit() or int(header) < revision:
-                    self._anomaly(
-                        f"get {key}: X-Kvd-Revision below the key's revision", url, answer
-                    )
+                    self._anomaly(GET, key, "X-Kvd-Revision below the key's revision", url,
+                                  answer)
         elif answer.error is None and answer.status == 404:
             if _error_field(body, "code") == "key_not_found":
                 outcome, output = OK, (None, 0)
@@ -303,8 +307,7 @@ class Recorder:
         elif answer.error is None and answer.status not in (503, 504):
             self._anomaly(GET, key, "unexpected status", url, answer)
         op = Operation(client, key, GET, (), invoke, complete, outcome, output)
-        self.history.append(op)
-        self._count(GET, outcome, answer)
+        self._record(op, url, answer)
         return op
 
     def _learn(self, key: str, revision: int) -> None:

@@ -69,6 +69,7 @@ from kvd.torture.checker import (
     CheckResult,
     Operation,
     check_history,
+    operation_to_json,
     save_history,
 )
 from kvd.torture.nemesis import FAULTS, FaultEvent, Nemesis, Timing
@@ -192,8 +193,8 @@ class Report:
         lines += ["", f"history: {self.history_path}" if self.history_path else "",
                   f"verdict: {'PASS' if self.passed else 'FAIL'}"]
         if not self.passed:
-            lines.append(f"evidence kept in {self.run_dir} (history.jsonl, report.txt, "
-                         f"torture.log, node*/kvd.log, node*/data, zookeeper/)")
+            lines.append(f"evidence kept in {self.run_dir} (history.jsonl, trace.jsonl, "
+                         f"report.txt, torture.log, node*/kvd.log, node*/data, zookeeper/)")
         return "\n".join(lines)
 
 
@@ -331,6 +332,8 @@ class _Run:
         history = self.recorder.history
         self.report.history_path = os.path.join(self.run_dir, "history.jsonl")
         await deferToThread(save_history, history, self.report.history_path)
+        await deferToThread(_save_trace, history, self.recorder.trace,
+                            os.path.join(self.run_dir, "trace.jsonl"))
         checks.append(await self.check_linearizable(history))
         checks.append(self.check_acknowledged(history, finals, states))
         checks.append(self.check_writes_resume(history, last_heal))
@@ -419,17 +422,23 @@ class _Run:
         return Check("replicas-converge", False,
                      f"nodes still differ {bound:g}s after the clients stopped", details), states
 
-    async def final_reads(self) -> dict[int, dict[str, Operation]]:
-        """A linearizable read of every key through every node (recorded in the history)."""
+    async def final_reads(self, bound: float = 30.0) -> dict[int, dict[str, Operation]]:
+        """A linearizable read of every key through every node (recorded in the history).
+
+        Failed reads are retried until ``bound`` seconds have passed in all.
+        """
         assert self.recorder is not None and self.cluster is not None
+        deadline = time.monotonic() + bound
         finals: dict[int, dict[str, Operation]] = {}
         for i, node in enumerate(self.cluster.nodes):
             finals[i] = {}
             for key in self.recorder.keys:
-                for _ in range(20):  # bounded retries: ~20 * (timeout or 0.25s)
+                while True:
                     op = await self.recorder.get(f"final-node{i}", node.url, key)
                     if op.outcome == OK:
                         finals[i][key] = op
+                        break
+                    if time.monotonic() > deadline:
                         break
                     await _sleep(self.reactor, 0.25)
         return finals
@@ -539,8 +548,11 @@ class _Run:
         assert self.recorder is not None
         anomalies = self.recorder.anomalies
         if anomalies:
+            kinds = ", ".join(f"{label} x{n}"
+                              for label, n in self.recorder.anomaly_kinds.most_common())
             return Check("answers-well-formed", False,
-                         f"{len(anomalies)} answers outside the API contract", anomalies)
+                         f"{len(anomalies)} answers outside the API contract: {kinds} (a 500 "
+                         f"leaves a traceback in node*/kvd.log)", anomalies)
         return Check("answers-well-formed", True, "every answer had an allowed status and shape")
 
     def check_nodes_up(self) -> Check:
@@ -601,6 +613,15 @@ async def run_torture(reactor: Any, config: TortureConfig) -> Report:
     finally:
         globalLogPublisher.removeObserver(observer)
         log_file.close()
+
+
+def _save_trace(history: Sequence[Operation], trace: Sequence[dict[str, str]],
+                path: str) -> None:
+    """Each op of the history with the node that served it and its raw answer."""
+    with open(path, "w", encoding="utf-8") as f:
+        for n, (op, extra) in enumerate(zip(history, trace, strict=True)):
+            f.write(json.dumps({"n": n, **operation_to_json(op), **extra}, sort_keys=True))
+            f.write("\n")
 
 
 def _remove_data(run_dir: str, nodes: int) -> None:

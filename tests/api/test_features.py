@@ -140,7 +140,7 @@ def test_watch_replays_history_then_streams_live_events(client: Client) -> None:
 def test_watch_from_a_compacted_revision_is_410(tmp_path: Any) -> None:
     client = Client(str(tmp_path))
     assert client.node is not None
-    client.node.store._history = 2
+    client.node.store.history_limit = 2
     for i in range(5):
         put(client, "k", str(i))
     code, body, _ = client.call("GET", "/api/v1/watch?key=k&start_revision=1")
