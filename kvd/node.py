@@ -20,9 +20,9 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kvd.errors import NotReady, OutcomeUnknown
+from kvd.errors import BadRequest, NotReady, OutcomeUnknown
 from kvd.replication.follower import Follower
-from kvd.replication.leader import Leader
+from kvd.replication.leader import Leader, RefusedBatch
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import NotDelivered, PeerClient, PeerError
 from kvd.store import Command, Result, Store
@@ -273,6 +273,7 @@ class Node:
             return self._forward(commands)
         d = self.leader.propose(commands)
         d.addTimeout(self.settings.write_timeout, self.reactor, self._write_timed_out)
+        d.addErrback(_refused)
         return d
 
     def _forward(self, commands: list[Command]) -> Deferred[list[Result]]:
@@ -370,6 +371,11 @@ class Node:
                 raise NotReady(self.unavailable or "no leader to confirm a linearizable read")
         else:
             d = succeed(None)
+        if min_revision > self.store.revision and self.leader is not None \
+                and self.rlog.commit_index == self.store.applied_index:
+            # The leader has applied all it committed: no client can have seen this.
+            raise BadRequest(f"min_revision {min_revision} is a future revision "
+                             f"(current {self.store.revision})")
         if min_revision > self.store.revision:
             d.addCallback(lambda _: self._wait_revision(min_revision))
         d.addTimeout(self.settings.read_timeout, self.reactor, _read_timed_out)
@@ -423,6 +429,11 @@ class Node:
                  "last_index": self.rlog.last_index, "lag": 0}
             ],
         }
+
+
+def _refused(failure: Failure) -> None:
+    failure.trap(RefusedBatch)
+    raise NotReady(failure.getErrorMessage())
 
 
 def _chain(result: Any, d: Deferred[Any]) -> Any:

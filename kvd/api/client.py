@@ -8,7 +8,6 @@ knows nothing of kazoo or files.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from klein import Klein
+from klein.interfaces import IKleinRequest
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -23,9 +23,12 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
+from werkzeug.routing import RequestRedirect
 
 from kvd import errors
+from kvd.api.openapi import spec as openapi_spec
 from kvd.api.txn import parse_txn, render_result
+from kvd.api.values import MAX_INTEGER, optional_integer
 from kvd.metrics import Metrics
 from kvd.node import Node
 from kvd.store import Result, delete_command, put_command, txn_command
@@ -104,6 +107,20 @@ class ClientAPI:
         error = errors.MethodNotAllowed(f"{method} is not allowed on this path")
         return self._respond(request, 405, error.as_json())
 
+    @app.handle_errors(RequestRedirect)
+    def _slash_redirect(self, request: IRequest, failure: Failure) -> bytes:
+        # werkzeug offers "/x" -> "/x/" redirects; this API has no such aliases.
+        mapper = IKleinRequest(request).mapper
+        allowed = mapper.allowed_methods(request.path.decode("utf-8", "replace"))
+        if allowed:
+            request.setHeader(b"Allow", ", ".join(allowed).encode())
+            method = request.method.decode("ascii", "replace")
+            error: errors.KvdError = errors.MethodNotAllowed(
+                f"{method} is not allowed on this path")
+        else:
+            error = errors.NotFound(f"no such path: {request.path.decode('utf-8', 'replace')}")
+        return self._respond(request, error.status, error.as_json())
+
     @app.handle_errors(Exception)
     def _bug(self, request: IRequest, failure: Failure) -> bytes:
         log.failure("Unexpected error serving {path}", failure, path=request.path)
@@ -148,11 +165,7 @@ class ClientAPI:
 
     @staticmethod
     def _ttl(ttl: Any) -> int | None:
-        if ttl is None:
-            return None
-        if not _is_int(ttl) or not 0 < ttl <= MAX_TTL_SECONDS:
-            raise errors.BadRequest(f"'ttl' must be an integer from 1 to {MAX_TTL_SECONDS}")
-        return int(ttl)
+        return optional_integer(ttl, "ttl", 1, MAX_TTL_SECONDS)
 
     @staticmethod
     def _request_id(request: IRequest) -> str:
@@ -171,7 +184,8 @@ class ClientAPI:
 
     async def _barrier(self, request: IRequest) -> Node:
         node = self.node()
-        consistency = _query(request, "consistency") or "linearizable"
+        consistency = _query(request, "consistency")
+        consistency = "linearizable" if consistency is None else consistency
         if consistency not in ("linearizable", "stale"):
             raise errors.BadRequest("consistency must be 'linearizable' or 'stale'")
         min_revision = _int_query(request, "min_revision") or 0
@@ -183,6 +197,10 @@ class ClientAPI:
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
         return self._respond(request, 200, {"status": "ok"})
+
+    @app.route("/api/v1/openapi.json", methods=["GET"])
+    def openapi(self, request: IRequest) -> bytes:
+        return self._respond(request, 200, openapi_spec())
 
     @app.route("/metrics", methods=["GET"])
     def metrics_page(self, request: IRequest) -> bytes:
@@ -216,6 +234,8 @@ class ClientAPI:
     async def legacy_get(self, request: IRequest) -> bytes:
         if _query(request, "keys") is not None:
             names: Any = [k for k in (_query(request, "keys") or "").split(",") if k]
+            if not names:
+                raise errors.BadRequest("'keys' must name at least one key")
         else:
             body = self._body(request)
             if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
@@ -241,9 +261,7 @@ class ClientAPI:
         if unknown:
             raise errors.BadRequest(f"unknown fields: {', '.join(sorted(unknown))}")
         value = self._value(body.get("value"))
-        prev = body.get("prev_revision")
-        if prev is not None and (not _is_int(prev) or prev < 0):
-            raise errors.BadRequest("'prev_revision' must be a non-negative integer")
+        prev = optional_integer(body.get("prev_revision"), "prev_revision")
         ttl = self._ttl(body.get("ttl"))
         result = await self._write(
             request, put_command(encoded, value, self._request_id(request), prev, ttl)
@@ -287,15 +305,12 @@ class ClientAPI:
     @app.route("/api/v1/keys", methods=["GET"])
     async def scan(self, request: IRequest) -> bytes:
         """Keys in order: by ``prefix``, or ``start``/``end``; paged with ``page_token``."""
-        prefix = _query(request, "prefix")
-        start_text, end_text = _query(request, "start"), _query(request, "end")
-        if prefix is not None and (start_text is not None or end_text is not None):
-            raise errors.BadRequest("give 'prefix' or 'start'/'end', not both")
-        if prefix is not None:
-            start, end = _utf8(prefix, "prefix"), _prefix_end(_utf8(prefix, "prefix"))
-        else:
-            start = _utf8(start_text or "", "start")
-            end = None if end_text is None else _utf8(end_text, "end")
+        prefix = _utf8(_query(request, "prefix") or "", "prefix")
+        start = max(prefix, _utf8(_query(request, "start") or "", "start"))
+        end = _prefix_end(prefix)
+        end_text = _query(request, "end")
+        if end_text is not None:
+            end = _utf8(end_text, "end") if end is None else min(end, _utf8(end_text, "end"))
         token = _query(request, "page_token")
         if token is not None:
             start = max(start, _decode_token(token))
@@ -419,13 +434,13 @@ def _flag(request: IRequest, name: str) -> bool:
 
 
 def _encode_token(key: bytes) -> str:
-    return base64.urlsafe_b64encode(key).decode("ascii")
+    return key.hex()
 
 
 def _decode_token(token: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
+        return bytes.fromhex(token)
+    except ValueError:
         raise errors.BadRequest("'page_token' is not a token this API gave out") from None
 
 
@@ -434,10 +449,6 @@ def _utf8(text: str, field: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise errors.BadRequest(f"'{field}' is not valid UTF-8 text") from None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _query(request: IRequest, name: str) -> str | None:
@@ -454,8 +465,9 @@ def _int_query(request: IRequest, name: str) -> int | None:
     text = _query(request, name)
     if text is None:
         return None
-    if not text.isdigit():
-        raise errors.BadRequest(f"query parameter '{name}' must be a non-negative integer")
+    if not text.isdigit() or len(text) > 19 or int(text) > MAX_INTEGER:
+        raise errors.BadRequest(f"query parameter '{name}' must be an integer from 0 to "
+                                f"{MAX_INTEGER}")
     return int(text)
 
 

@@ -12,14 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from kvd import errors
+from kvd.api.values import integer
 
 TARGETS = ("value", "revision", "create_revision", "version", "exists")
 COMPARISONS = ("==", "!=", "<", ">")
 MAX_OPS = 128
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_txn(body: Any, key: Callable[[Any], bytes], value: Callable[[Any], bytes],
@@ -61,8 +58,8 @@ def _compare(item: Any, key: Callable[[Any], bytes],
             raise errors.BadRequest("an 'exists' compare takes == or != and true or false")
     elif target == "value":
         expected = value(expected)
-    elif not _is_int(expected) or expected < 0:
-        raise errors.BadRequest(f"a '{target}' compare takes a non-negative integer")
+    else:
+        expected = integer(expected, f"{target} compare value")
     return {"k": key(item.get("key")), "target": target, "cmp": cmp, "value": expected}
 
 

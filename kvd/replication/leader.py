@@ -53,6 +53,10 @@ class FollowerLink(Protocol):
     def stop(self) -> None: ...
 
 
+class RefusedBatch(Exception):
+    """A batch could not be appended to the log; none of it was applied."""
+
+
 class NotLeading(Exception):
     """A read index was asked of a node that does not (or no longer) lead."""
 
@@ -157,7 +161,14 @@ class Leader:
             entry = LogEntry(self.epoch, self._log.last_index + 1, commands)
             self.waiting[entry.index] = batch
             self._proposed_at[entry.index] = (len(commands), time.monotonic())
-            self._log.append([entry])
+            try:
+                self._log.append([entry])
+            except Exception as e:
+                # Not in the log, so certainly never applied: refuse these writes.
+                self.log.failure("Could not append a batch of {n} commands", n=len(commands))
+                del self.waiting[entry.index], self._proposed_at[entry.index]
+                for proposal in batch:
+                    proposal.done.errback(RefusedBatch(f"the write could not be logged: {e}"))
         self._wake_links()
 
     def _wake_links(self) -> None:

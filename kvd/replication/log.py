@@ -77,8 +77,9 @@ class ReplicatedLog:
             return self._writer.append([], self.last_index + 1)
         if entries[0].index != self.last_index + 1:
             raise FatalLogError(f"append of {entries[0].index} after {self.last_index}")
-        self.entries.extend(entries)
+        # Encode first: an entry that cannot be written must not be in memory either.
         records = [record.entry(e.epoch, e.index, e.commands) for e in entries]
+        self.entries.extend(entries)
         last = entries[-1].index
         d = self._writer.append(records, entries[0].index, last)
         d.addCallback(self._durable, last, self._generation)

@@ -9,6 +9,7 @@ run directory keeps the history and the node logs), 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -75,6 +76,9 @@ def parse_args(argv: Sequence[str] | None) -> TortureConfig:
                    help="linearizability search seconds per key (default %(default)s)")
     p.add_argument("--think", type=float, default=d.think,
                    help="max random pause between a client's calls, seconds (default 0)")
+    p.add_argument("--retries", type=int, default=d.retries,
+                   help="retries of a write of unknown outcome, same Idempotency-Key "
+                        "(default %(default)s)")
     p.add_argument("--keep-data", action="store_true",
                    help="keep node data dirs after a passing run too")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -82,6 +86,12 @@ def parse_args(argv: Sequence[str] | None) -> TortureConfig:
     faults = a.faults if isinstance(a.faults, tuple) else _faults(a.faults)
     if a.clients < 1 or a.nodes < 1 or a.keys < 1 or a.duration <= 0:
         p.error("--clients, --nodes, --keys and --duration must be positive")
+    if not a.verbose:
+        # The torture process's own kazoo client (forced session expiry) logs through
+        # the standard library; its reconnection chatter is not part of the report.
+        kazoo = logging.getLogger("kazoo")
+        kazoo.addHandler(logging.NullHandler())
+        kazoo.propagate = False
     if a.verbose:
         globalLogBeginner.beginLoggingTo([FilteringLogObserver(
             textFileLogObserver(sys.stderr),
@@ -92,7 +102,7 @@ def parse_args(argv: Sequence[str] | None) -> TortureConfig:
         write_timeout=a.write_timeout, request_timeout=a.request_timeout,
         snapshot_entries=a.snapshot_entries, quiet_before=a.quiet_before,
         quiet_after=a.quiet_after, recovery_bound=a.recovery_bound,
-        check_budget=a.check_budget, think=a.think, keep_data=a.keep_data,
+        check_budget=a.check_budget, think=a.think, retries=a.retries, keep_data=a.keep_data,
     )
 
 

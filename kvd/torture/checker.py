@@ -1,30 +1,44 @@
 """Linearizability checker for kvd histories: per-key WGL search over a versioned register.
 
-The search is Wing & Gong's algorithm with Lowe's memoisation of (linearized-set, state)
-pairs, as in Porcupine and Knossos.  A history is checked one key at a time (each key is an
-independent register, so the history is linearizable iff every key's sub-history is).
+The search is Wing & Gong's algorithm with Lowe's cache of refuted (linearized set, state)
+configurations, as in Porcupine and Knossos, run one key at a time: keys are independent
+registers, so a history is linearizable iff every key's sub-history is.
 
 Model of one key (a *versioned register*)::
 
     state = (value or None, revision, floor)
 
 ``revision`` is the key's mod revision: an ``int`` when known (``0`` while the key is absent),
-or ``None`` when a write of unknown outcome set it to "some revision greater than ``floor``".
-``floor`` is the largest revision known to have been used on the key; every later write must
-get a revision above it, because revisions are the store's global, strictly increasing counter.
+or ``None`` after a write of unknown outcome: "some revision above ``floor``", learned when a
+later get or cas reveals it.  ``floor`` is the highest revision used on the key so far.
+Revisions come from the store's global counter, so they are unique across all keys and
+increase with every write: a write's revision must be above the floor, and a revision that a
+definite write reported can never be learned as an unknown write's revision.
 
 Operations and the outputs they record (outcome ``'ok'``):
 
 * ``put(value)`` -> the new revision (``int``; ``None`` if the client did not record it).
 * ``get()`` -> ``(value, revision)``; ``(None, 0)`` when the key is absent.
 * ``cas(expected_revision, value)`` -> the new revision, or ``"mismatch"`` (HTTP 409).
+  Expecting revision 0 means "create if absent".
 * ``delete()`` -> the revision of the delete, or ``"notfound"`` (HTTP 404).
 
 Outcome ``'fail'`` means the operation certainly had no effect (e.g. a 503) and it is dropped;
 a ``'fail'`` cas/delete whose output is ``"mismatch"``/``"notfound"`` is a definite answer, so
 it is kept as an observation.  Outcome ``'unknown'`` (timeouts, lost connections) means the
 operation may take effect at any time after its invocation, or never: it gets an infinite
-completion time and is optional in the search.
+completion time and is optional: the history is linearizable if some linearization contains
+every definite operation and any subset of the unknown ones.
+
+Besides the cache, the search prunes with facts of the model (see :func:`_search`): definite
+writes go in revision order, reads and cas expecting revision r go before the floor passes r,
+and unknown operations are tried only after definite ones, with refuted configurations also
+covering those that merely linearized more unknown operations.  With these, a linearizable
+history costs about one search step per operation; an illegal one needs a full refutation,
+which the per-key time budget bounds (verdict ``'unknown'`` when it runs out).
+
+For an illegal key the checker finds the op whose completion makes the history illegal and
+shrinks the history around it to a small sub-history that is still illegal, for the report.
 """
 
 from __future__ import annotations
@@ -558,6 +572,12 @@ def _search(
     configuration without a pointless optional op is refuted first and every variant with
     that op linearized and then overwritten is cut off; otherwise each unknown write would
     double the work of refuting an illegal history.
+
+    Facts of the model prune further, all sound because the floor never decreases: definite
+    writes are linearized in revision order; a get or cas bound to revision r must be
+    linearized before the floor passes r (so a write is never placed before a read of the
+    value it overwrote, the usual source of backtracking); identical optional ops are used
+    in invocation order; an optional op is not stacked on an optional op it overwrites.
     """
     required_left = sum(1 for op in ops if op.required)
     if required_left == 0:
@@ -843,9 +863,11 @@ class _Support:
     def _previous(
         self, i: int, previous: Mapping[int, int], explains: Callable[[int], bool]
     ) -> list[int]:
-        """What explains the state just before op ``i`` (of known revision): the op just
-        before it in revision order if that ``explains`` it, else ops of unknown revision
-        that would, else that previous op itself as evidence of the violation."""
+        """What explains the state just before op ``i``, whose revision is known.
+
+        The op just before it in revision order if that ``explains`` it, else ops of unknown
+        revision that would, else that previous op itself as evidence of the violation.
+        """
         before = previous.get(i)
         if before is not None and explains(before):
             return [before]
@@ -1113,9 +1135,9 @@ def _explain(
         if culprit is None:
             return True
         relaxed = [window[i] for i in keep if i != culprit]
-        if window[culprit].is_write or window[culprit].kind == _K_DEL:
-            if window[culprit].status != _NEG:
-                relaxed.append(window[culprit].pending_copy())
+        suspect = window[culprit]
+        if (suspect.is_write or suspect.kind == _K_DEL) and suspect.status != _NEG:
+            relaxed.append(suspect.pending_copy())  # in flight: may or may not take effect
         return verdict_of(relaxed) == OK
 
     if culprit is not None and not accept(list(range(len(window)))):

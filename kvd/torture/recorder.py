@@ -12,8 +12,10 @@ outcome the checker understands:
   a read that failed in any way is recorded as ``fail`` too, which the
   checker drops;
 * ``unknown``: a write that may or may not apply: a 504, a timeout, a lost
-  connection, any unexpected answer. Such an op stays pending forever, so the
-  client goes on under a fresh client id, as in Jepsen.
+  connection, any unexpected answer. It is first retried with the same
+  ``Idempotency-Key`` (kvd must then answer the first result, never apply it
+  twice); if it stays unknown it is pending forever, so the client goes on
+  under a fresh client id, as in Jepsen.
 
 Answers that break the client API's contract (a 500, a status the design does
 not allow for the call, a malformed body) are kept as anomalies.
@@ -56,6 +58,10 @@ class Workload:
     cas_weight: float = 0.2
     #: Timeout over a whole exchange (connect, request, answer body).
     request_timeout: float = 5.0
+    #: Retries of a write whose outcome is unknown, with the same Idempotency-Key.
+    retries: int = 1
+    #: After a call that did not succeed, a client waits between half this and this (s).
+    backoff: float = 0.1
     #: Each client waits a random time up to this between calls (seconds).
     think: float = 0.0
     key_prefix: str = "t"
@@ -119,6 +125,8 @@ class Recorder:
         #: (kind, outcome) -> count, and (kind, status or error type) -> count.
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.answers: Counter[tuple[str, str]] = Counter()
+        self.retried = 0
+        self.settled_by_retry = 0
         self._client_ids = itertools.count()
         self._values = itertools.count()
         #: Latest revision anyone saw per key: CASes expect it.
@@ -163,16 +171,19 @@ class Recorder:
             key = rng.choice(self.keys)
             url = rng.choice(self.urls)
             if kind == GET:
-                await self.get(client, url, key)
+                op = await self.get(client, url, key)
             else:
                 expected = None
                 if kind == CAS:
                     expected = self._known.get(key, 0)
                     if rng.random() < 0.1:  # now and then one certain to mismatch
                         expected = max(0, expected - 1 - rng.randrange(3))
-                op = await self.write(client, url, key, expected)
+                op = await self.write(client, url, key, expected, rng)
                 if op.outcome == UNKNOWN:
                     client = next(self._client_ids)
+            if op.outcome != OK and w.backoff > 0:
+                # kvd answers Retry-After on a 503: do not spin on a node that cannot serve
+                await deferLater(self.reactor, rng.uniform(w.backoff / 2, w.backoff))
             if w.think > 0:
                 await deferLater(self.reactor, rng.uniform(0, w.think))
 
@@ -208,14 +219,21 @@ class Recorder:
         }
         return Answer(response.code, parsed, headers_out)
 
-    def _record(self, op: Operation, url: str, answer: Answer) -> None:
-        """Append ``op`` to the history, and what served it to the trace; count it."""
+    def _answered(self, kind: str, answer: Answer) -> str:
+        """Count one exchange's answer (every attempt counts); returns its label."""
+        label = str(answer.status) if answer.error is None else type(answer.error).__name__
+        self.answers[(kind, label)] += 1
+        return label
+
+    def _record(self, op: Operation, url: str, answer: Answer, attempts: int = 1) -> None:
+        """Append ``op`` to the history, and what served it (last attempt) to the trace."""
         self.history.append(op)
         label = str(answer.status) if answer.error is None else type(answer.error).__name__
-        self.trace.append({"node": self.names.get(url, url), "answer": label,
-                           "detail": answer.describe() if label not in ("200", "404") else ""})
+        self.trace.append({
+            "node": self.names.get(url, url), "answer": label, "attempts": attempts,
+            "detail": answer.describe() if label not in ("200", "404") else "",
+        })
         self.outcomes[(op.kind, op.outcome)] += 1
-        self.answers[(op.kind, label)] += 1
 
     def _anomaly(self, kind: str, key: str, problem: str, url: str, answer: Answer) -> None:
         """Keep an answer that breaks the API contract (grouped by kind in the report)."""
@@ -229,9 +247,20 @@ class Recorder:
     # Calls
 
     async def write(
-        self, client: int | str, url: str, key: str, expected: int | None = None
+        self,
+        client: int | str,
+        url: str,
+        key: str,
+        expected: int | None = None,
+        rng: random.Random | None = None,
     ) -> Operation:
-        """A put (``expected`` None) or a compare-and-set; records and returns the op."""
+        """A put (``expected`` None) or a compare-and-set; records and returns the op.
+
+        An unknown outcome is retried (``Workload.retries`` times, through a random node)
+        with the same body and ``Idempotency-Key``: kvd must answer the first result, never
+        apply twice (safety rule 9). Only a definite retry answer (200, 409) settles the op;
+        a 503 to a retry says nothing of the first attempt, so the op stays unknown.
+        """
         n = next(self._values)
         value = f"c{client}.{n}"
         body: dict[str, Any] = {"value": value}
@@ -242,10 +271,26 @@ class Recorder:
         headers = {**JSON_HEADERS, b"Idempotency-Key": [f"torture-{self._seed}-{n}".encode()]}
         invoke = self.now()
         answer = await self._exchange("PUT", f"{url}/api/v1/keys/{key}", body, headers)
-        complete = self.now()
+        self._answered(kind, answer)
         outcome, output = self._classify_write(kind, key, url, answer)
+        attempts = 1
+        while outcome == UNKNOWN and attempts <= self.workload.retries and not self._stopping:
+            attempts += 1
+            self.retried += 1
+            chooser = rng or random
+            await deferLater(self.reactor, chooser.uniform(0.1, 0.5))
+            url = chooser.choice(self.urls)
+            answer = await self._exchange("PUT", f"{url}/api/v1/keys/{key}", body, headers)
+            self._answered(kind, answer)
+            again, output = self._classify_write(kind, key, url, answer)
+            if again == OK:
+                outcome = OK
+                self.settled_by_retry += 1
+        complete = self.now()
+        if outcome != OK:
+            output = None
         op = Operation(client, key, kind, args, invoke, complete, outcome, output)
-        self._record(op, url, answer)
+        self._record(op, url, answer, attempts)
         if outcome == OK and isinstance(output, int):
             self._learn(key, output)
         return op
@@ -283,6 +328,7 @@ class Recorder:
         """A linearizable get; records and returns the op (a failed one as 'fail')."""
         invoke = self.now()
         answer = await self._exchange("GET", f"{url}/api/v1/keys/{key}")
+        self._answered(GET, answer)
         complete = self.now()
         outcome, output = FAIL, None
         body = answer.body

@@ -27,8 +27,9 @@ for a quiet spell; then the clients stop and the run is checked:
 
 Everything is kept in the run directory: ``history.jsonl`` (the checker's
 JSON lines format, re-checkable with ``python -m kvd.torture.checker``),
-``report.txt``, ``torture.log`` and each node's ``kvd.log``; the data dirs
-are deleted after a passing run unless asked to keep them.
+``trace.jsonl`` (each op again, with the node that served it and its raw
+answer), ``report.txt``, ``torture.log`` and each node's ``kvd.log``; the
+data dirs are deleted after a passing run unless asked to keep them.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class TortureConfig:
     #: Seconds the linearizability search may spend per key.
     check_budget: float = 60.0
     think: float = 0.0
+    #: Retries of a write of unknown outcome, with the same Idempotency-Key.
+    retries: int = 1
     keep_data: bool = False
 
 
@@ -139,6 +142,8 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     elapsed: float = 0.0
     proxy_connections: tuple[int, int] = (0, 0)
+    #: Retries of unknown writes (same Idempotency-Key), and how many a retry settled.
+    retries: tuple[int, int] = (0, 0)
     error: str | None = None
 
     @property
@@ -166,7 +171,9 @@ class Report:
             f"  all  {total:>6}: "
             + ", ".join(f"{o} {sum(self.ops[(k, o)] for k in kinds)}" for o in OUTCOMES)
         )
-        lines.append("answers (status or error):")
+        lines.append(f"retries of unknown writes (same Idempotency-Key): {self.retries[0]}, "
+                     f"{self.retries[1]} settled by the retry's answer")
+        lines.append("answers (status or error, every attempt):")
         for kind in kinds:
             seen = sorted((label, n) for (k, label), n in self.answers.items() if k == kind)
             lines.append(f"  {kind:<4} " + ", ".join(f"{label}: {n}" for label, n in seen))
@@ -282,6 +289,7 @@ class _Run:
     async def stop_everything(self) -> None:
         """Stop the nodes, ZooKeeper, the proxies and the client connections."""
         if self.recorder is not None:
+            await self.recorder.stop()  # already stopped unless the run failed half-way
             await self.recorder.close()
         if self.cluster is not None:
             await deferToThread(self.cluster.stop)
@@ -300,7 +308,7 @@ class _Run:
         log.info("Cluster up: {urls}", urls=[n.url for n in self.cluster.nodes])
         self.origin = time.monotonic()
         workload = Workload(clients=c.clients, keys=c.keys, request_timeout=c.request_timeout,
-                            think=c.think)
+                            think=c.think, retries=c.retries)
         self.recorder = Recorder(self.reactor, [n.url for n in self.cluster.nodes], workload,
                                  c.seed, self.origin)
         timing = Timing(session_timeout=c.session_timeout, recovery_bound=c.recovery_bound)
@@ -342,6 +350,7 @@ class _Run:
         checks.append(self.check_nodes_up())
         self.report.ops = Counter(self.recorder.outcomes)
         self.report.answers = Counter(self.recorder.answers)
+        self.report.retries = (self.recorder.retried, self.recorder.settled_by_retry)
         self.report.faults = list(self.nemesis.events)
 
     def throughput(self, first_fault: float | None, last_heal: float | None, end: float

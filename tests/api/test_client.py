@@ -117,6 +117,8 @@ BAD_INPUT = [
     ("GET", "/nowhere", None, 404, "not_found"),
     ("PATCH", "/api/v1/keys/k", b"{}", 405, "method_not_allowed"),
     ("DELETE", "/api/v1/", None, 405, "method_not_allowed"),
+    ("PUT", "/api/v1/keys", b'{"value":"v"}', 405, "method_not_allowed"),
+    ("GET", "/api/v1/cluster/", None, 404, "not_found"),
 ]
 
 
