@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from twisted.internet.defer import Deferred, TimeoutError, succeed
@@ -25,17 +24,10 @@ from kvd.replication.follower import Follower
 from kvd.replication.leader import Leader, RefusedBatch
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import NotDelivered, PeerClient, PeerError
+from kvd.roles import Role
 from kvd.store import Command, Result, Store
 from kvd.ttl import ExpiryScheduler
 from kvd.wal.layout import DataDir, Identity
-
-
-class Role(StrEnum):
-    STANDALONE = "standalone"
-    LOOKING = "looking"
-    SYNCING = "syncing"
-    LEADER = "leader"
-    FOLLOWER = "follower"
 
 
 @dataclass(frozen=True)
@@ -84,7 +76,7 @@ class Node:
         #: Voters from the ZooKeeper config znode; only used while the log has none.
         self.bootstrap_voters: dict[str, str] = {}
         self.snapshot_voters: dict[str, str] = {}
-        self._voters_cache: tuple[tuple[int, int], dict[str, str] | None] | None = None
+        self._voters_cache: tuple[tuple[int, ...], dict[str, str] | None] | None = None
         self.data_dir: DataDir | None = None
         self.peer: PeerClient | None = None
         self.follower = Follower(self)
@@ -147,6 +139,7 @@ class Node:
         self.role = Role.SYNCING
         self.leader = Leader(self.reactor, self.rlog, epoch, write_quorum, self.apply_committed,
                              self.node_id, self.settings.url, self.saw_epoch)
+        self.leader.incarnation = self.identity.incarnation
         self.leader.observe_round = self.observe_round
         return self.leader.start(extra)
 
@@ -210,6 +203,13 @@ class Node:
         if marker is not None and os.path.exists(marker):
             os.unlink(marker)
 
+    def adopt_snapshot_meta(self, meta: dict[str, Any]) -> None:
+        """Voters recorded with a snapshot: the log's config before its base."""
+        voters = meta.get("voters")
+        if voters:
+            self.snapshot_voters = {str(i): str(inc) for i, inc in voters}
+            self._voters_cache = None
+
     def replace_store(self, store: Store) -> None:
         """Adopt a store installed from a leader's snapshot."""
         old, self.store = self.store, store
@@ -222,7 +222,7 @@ class Node:
 
     def voters(self) -> dict[str, str]:
         """node id -> incarnation: the newest config entry in the log, else bootstrap."""
-        key = (self.rlog.last_index, len(self.rlog.entries))
+        key = self.rlog.version()
         if self._voters_cache is None or self._voters_cache[0] != key:
             found: dict[str, str] | None = None
             for entry in reversed(self.rlog.entries):

@@ -95,6 +95,8 @@ def open_node(
     writer.start()
     writer.open_last()
     node = Node(reactor, identity, settings, store, ReplicatedLog(writer, recovered))
+    if recovered.snapshot is not None:
+        node.adopt_snapshot_meta(recovered.snapshot.meta)
     Node.log.info(
         "Node {node_id} recovered: applied index {applied}, last index {last}, "
         "revision {revision}, {keys} keys",
@@ -207,7 +209,10 @@ class KvdService(MultiService):
         if epoch is None:
             return succeed(None)
         self._snapshotting = True
-        state = snapshot.Snapshot(epoch, index, node.store.snapshot_state(), {})
+        # The voter set travels with the snapshot: once compacted, the log's
+        # config entry is gone, and voters live in the log (safety rule 4).
+        meta = {"voters": sorted([i, inc] for i, inc in node.voters().items())}
+        state = snapshot.Snapshot(epoch, index, node.store.snapshot_state(), meta)
         active_at_capture = writer.active_segment
         keep_from = max(0, index - node.settings.log_tail)
 

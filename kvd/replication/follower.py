@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from kvd.replication.log import FatalLogError
 from kvd.replication.peer import entries_from_wire, entries_to_wire
+from kvd.roles import Role
 from kvd.store import Store
 from kvd.wal import snapshot
 
@@ -49,7 +50,10 @@ class Follower:
         rlog = self.node.rlog
         if message["epoch"] < rlog.promised_epoch:
             return {"ok": False, "reject": "stale epoch", "promised": rlog.promised_epoch}
-        if message["node_id"] not in self.node.voter_ids():
+        voters = self.node.voters() if self.node.role != Role.STANDALONE else {}
+        incarnation = message.get("incarnation")
+        if message["node_id"] not in voters or (
+                incarnation is not None and voters[message["node_id"]] != incarnation):
             return {"ok": False, "reject": "sender is not a voter",
                     "promised": rlog.promised_epoch}
         return None
@@ -59,6 +63,9 @@ class Follower:
         if epoch > self.node.rlog.promised_epoch:
             self.node.saw_epoch(epoch)
             await self.node.rlog.promise(epoch)
+        else:
+            # Promised already, perhaps by another path whose write is in flight.
+            await self.node.rlog.wait_promise_durable(epoch)
 
     def _still_promised(self, epoch: int) -> dict[str, Any] | None:
         promised = self.node.rlog.promised_epoch
@@ -108,6 +115,9 @@ class Follower:
             entries = [e for e in entries if e.index > rlog.base_index]
             prev_index = rlog.base_index
         elif rlog.epoch_at(prev_index) != prev_epoch:
+            refusal = self._still_promised(epoch)
+            if refusal is not None:
+                return refusal
             hint = rlog.last_index if prev_index > rlog.last_index else prev_index - 1
             return {"ok": False, "nack": True, "last_index": max(hint, rlog.commit_index),
                     "promised": rlog.promised_epoch}
@@ -161,6 +171,7 @@ class Follower:
         store = await deferToThread(Store.from_snapshot, decoded.store,
                                     history=node.store.history_limit)
         await node.rlog.install_snapshot(snap_epoch, snap_index)
+        node.adopt_snapshot_meta(decoded.meta)
         node.replace_store(store)
         self.log.info("Installed a snapshot at index {index} from the leader", index=snap_index)
         refusal = self._still_promised(epoch)

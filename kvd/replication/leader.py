@@ -91,6 +91,7 @@ class Leader:
         self._reactor = reactor
         self.node_id = node_id
         self.url = url
+        self.incarnation = ""
         self._on_higher_epoch = on_higher_epoch
         self._pending_reads: list[Deferred[int]] = []
         #: Called with (commands, seconds from proposal to commit) per entry.
@@ -112,7 +113,8 @@ class Leader:
 
     def identity_message(self) -> dict[str, Any]:
         """The fields every message of this leader carries."""
-        return {"epoch": self.epoch, "node_id": self.node_id, "url": self.url}
+        return {"epoch": self.epoch, "node_id": self.node_id, "url": self.url,
+                "incarnation": self.incarnation}
 
     def start(self, extra: list[Command] | None = None) -> int:
         """Append this epoch's marker entry; returns its index."""

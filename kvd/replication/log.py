@@ -33,11 +33,14 @@ class ReplicatedLog:
         self.base_epoch, self.base_index = recovered.base
         self.entries: list[LogEntry] = list(recovered.entries)
         self.promised_epoch = recovered.promised_epoch
+        #: The highest promise known to be on disk.
+        self.durable_promised_epoch = recovered.promised_epoch
         self.commit_mark = recovered.commit_mark
         #: Highest index known to be on disk here.
         self.durable_index = self.last_index
         #: Commit index: committed entries are never truncated.
-        self.commit_index = min(recovered.commit_mark, self.last_index)
+        # The snapshot base is committed by definition, whatever the marks say.
+        self.commit_index = max(min(recovered.commit_mark, self.last_index), self.base_index)
         self.on_durable: list[Callable[[int], None]] = []
         # Bumped by each truncation, so that an append written before it
         # cannot vouch for the different entries now at its indexes.
@@ -55,6 +58,10 @@ class ReplicatedLog:
     @property
     def last(self) -> tuple[int, int]:
         return (self.last_epoch, self.last_index)
+
+    def version(self) -> tuple[int, ...]:
+        """Changes whenever the log's content may have: for caches derived from it."""
+        return (self.base_index, self.last_index, self._generation, len(self.entries))
 
     def epoch_at(self, index: int) -> int | None:
         """The epoch of the entry at ``index``; None if not held (or compacted away)."""
@@ -129,8 +136,22 @@ class ReplicatedLog:
         if epoch < self.promised_epoch:
             raise FatalLogError(f"promise {epoch} below {self.promised_epoch}")
         self.promised_epoch = epoch
-        return self._writer.append([record.promise(epoch)], self.last_index + 1,
-                                   force_sync=True)
+        d = self._writer.append([record.promise(epoch)], self.last_index + 1, force_sync=True)
+        d.addCallback(self._promise_durable, epoch)
+        return d
+
+    def _promise_durable(self, _: None, epoch: int) -> None:
+        self.durable_promised_epoch = max(self.durable_promised_epoch, epoch)
+
+    def wait_promise_durable(self, epoch: int) -> Deferred[None]:
+        """Fires once a promise of at least ``epoch`` is on disk.
+
+        An empty append queues behind the promise in flight, if any: the WAL
+        writes in order.
+        """
+        if self.durable_promised_epoch >= epoch:
+            return succeed(None)
+        return self._writer.append([], self.last_index + 1, force_sync=True)
 
     def set_commit(self, commit_index: int) -> None:
         """Raise the commit index; its mark rides along with the next WAL batch."""

@@ -151,10 +151,11 @@ class FollowerStream:
         if not self._active:
             return
         promised = int(reply.get("promised", 0))
+        if promised > self.leader.epoch:
+            # Whatever else it says, this follower no longer answers at our epoch.
+            self.leader.saw_higher_epoch(promised, self.node_id)
+            return
         if not reply.get("ok") and not reply.get("nack"):
-            if promised > self.leader.epoch:
-                self.leader.saw_higher_epoch(promised, self.node_id)
-                return
             self.log.warn("Follower {node_id} refused: {why}", node_id=self.node_id,
                           why=reply.get("reject"))
             self._schedule(RETRY_SECONDS)

@@ -55,7 +55,8 @@ async def synchronise(
     answers: dict[str, dict[str, Any]] = {}
     if not node.torn_unacked:
         answers[node.node_id] = {"last": list(rlog.last), "commit_index": rlog.commit_index}
-    message = {"epoch": epoch, "node_id": node.node_id, "url": node.settings.url}
+    message = {"epoch": epoch, "node_id": node.node_id, "url": node.settings.url,
+               "incarnation": node.identity.incarnation}
     others = [v for v in node.voters() if v != node.node_id]
     calls: list[Deferred[Any]] = []
     for voter in others:
@@ -67,10 +68,14 @@ async def synchronise(
         calls.append(d)
     results = await DeferredList(calls, consumeErrors=True)
     highest_rejection = 0
+    # A torn voter is not counted in R, but what it knows was committed still counts.
+    highest_commit = rlog.commit_index
     for ok, value in results:
         if not ok:
             continue
         voter, url, reply = value
+        if reply.get("ok"):
+            highest_commit = max(highest_commit, int(reply["commit_index"]))
         if reply.get("ok") and not reply.get("torn"):
             answers[voter] = {**reply, "url": url}
         elif not reply.get("ok"):
@@ -81,7 +86,6 @@ async def synchronise(
         raise SyncFailed(f"{len(answers)} of the {sync_quorum} voters needed answered NEWEPOCH")
     best_id = max(answers, key=lambda v: tuple(answers[v]["last"]))
     best_last = tuple(answers[best_id]["last"])
-    highest_commit = max(int(a["commit_index"]) for a in answers.values())
     if best_last > rlog.last:
         log.info("Adopting the log of {owner} (last {last}, ours {ours})", owner=best_id,
                  last=best_last, ours=rlog.last)
@@ -111,6 +115,7 @@ async def _fetch_log(node: Node, epoch: int, url: str, target: tuple[int, int],
             store = await deferToThread(Store.from_snapshot, decoded.store,
                                     history=node.store.history_limit)
             await rlog.install_snapshot(decoded.epoch, decoded.index)
+            node.adopt_snapshot_meta(decoded.meta)
             node.replace_store(store)
             first = decoded.index + 1
             continue
