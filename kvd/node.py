@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from kvd.errors import BadRequest, NotReady, OutcomeUnknown
 from kvd.replication.follower import Follower
-from kvd.replication.leader import Leader, RefusedBatch
+from kvd.replication.leader import Leader, NotLeading, RefusedBatch
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import NotDelivered, PeerClient, PeerError
 from kvd.roles import Role
@@ -363,6 +363,7 @@ class Node:
                 d = self.wait_applied(self.rlog.commit_index)
             elif self.role == Role.LEADER and self.leader is not None:
                 d = self.leader.read_index()
+                d.addErrback(_not_leading)
                 d.addCallback(self.wait_applied)
             elif self.role == Role.FOLLOWER and self.leader_info is not None:
                 d = self._follower_read_index()
@@ -403,6 +404,8 @@ class Node:
         d.addErrback(lambda f: _raise(NotReady(
             f"the leader could not confirm a read: {f.getErrorMessage()}")))
         d.chainDeferred(batch)
+        # Each waiter got the failure through its own chain; the batch is handled.
+        batch.addErrback(lambda _: None)
 
     def _wait_revision(self, revision: int) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -431,17 +434,23 @@ class Node:
         }
 
 
+def _not_leading(failure: Failure) -> None:
+    failure.trap(NotLeading)
+    raise NotReady(f"the read could not be confirmed: {failure.getErrorMessage()}")
+
+
 def _refused(failure: Failure) -> None:
     failure.trap(RefusedBatch)
     raise NotReady(failure.getErrorMessage())
 
 
 def _chain(result: Any, d: Deferred[Any]) -> Any:
+    """Pass a shared batch's outcome to one waiter, and on to the next waiter."""
     if isinstance(result, Failure):
         d.errback(result)
     else:
         d.callback(result)
-    return result if not isinstance(result, Failure) else None
+    return result
 
 
 def _raise(error: Exception) -> None:

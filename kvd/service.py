@@ -34,7 +34,7 @@ from kvd.store import DEFAULT_HISTORY, Store
 from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
 from kvd.wal.recovery import Recovered, WalCorruption, recover
-from kvd.wal.writer import WalWriter
+from kvd.wal.writer import DEFAULT_SEGMENT_BYTES, WalWriter
 
 
 class QuietSite(Site):
@@ -87,11 +87,12 @@ def open_node(
     on_fatal: Callable[[Failure], None] | None = None,
     pool: Any = None,
     observe_batch: Callable[[int, float], None] | None = None,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
 ) -> tuple[Node, WalWriter]:
     """A node over recovered state, with its WAL writer started."""
     recovered, store, identity = outcome
     writer = WalWriter(reactor, data_dir, recovered.segments, fsync=fsync, on_fatal=on_fatal,
-                       pool=pool, observe_batch=observe_batch)
+                       pool=pool, observe_batch=observe_batch, segment_bytes=segment_bytes)
     writer.start()
     writer.open_last()
     node = Node(reactor, identity, settings, store, ReplicatedLog(writer, recovered))
@@ -211,7 +212,9 @@ class KvdService(MultiService):
         self._snapshotting = True
         # The voter set travels with the snapshot: once compacted, the log's
         # config entry is gone, and voters live in the log (safety rule 4).
-        meta = {"voters": sorted([i, inc] for i, inc in node.voters().items())}
+        meta = {"voters": sorted([i, inc] for i, inc in node.voters().items()),
+                # Compaction may delete the segment holding the promise record.
+                "promised_epoch": node.rlog.promised_epoch}
         state = snapshot.Snapshot(epoch, index, node.store.snapshot_state(), meta)
         active_at_capture = writer.active_segment
         keep_from = max(0, index - node.settings.log_tail)

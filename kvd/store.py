@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sortedcontainers import SortedDict
+import msgpack
+from sortedcontainers import SortedList
 
 # create_revision, mod_revision, version
 _HEADER = struct.Struct("<QQI")
@@ -26,7 +27,7 @@ Command = dict[str, Any]
 Result = dict[str, Any]
 
 #: How many request ids the store remembers for idempotent retries.
-DEFAULT_REQUEST_WINDOW = 100_000
+DEFAULT_REQUEST_WINDOW = 50_000
 #: How many change events the store keeps for watches that resume.
 DEFAULT_HISTORY = 10_000
 
@@ -81,6 +82,10 @@ def _unpack(key: bytes, packed: bytes) -> KeyValue:
     return KeyValue(key, packed[_HEADER.size :], create, mod, version)
 
 
+def _unpack_result(packed: bytes) -> Result:
+    return msgpack.unpackb(packed, raw=False, strict_map_key=False)
+
+
 def put_command(
     key: bytes, value: bytes, request_id: str, prev_revision: int | None = None,
     ttl: int | None = None,
@@ -123,8 +128,11 @@ class Store:
 
     def __init__(self, request_window: int = DEFAULT_REQUEST_WINDOW,
                  history: int = DEFAULT_HISTORY) -> None:
-        self._data: SortedDict = SortedDict()
-        self._requests: OrderedDict[str, Result] = OrderedDict()
+        # A plain dict (cheap to copy for a snapshot) and the keys in order.
+        self._data: dict[bytes, bytes] = {}
+        self._keys: SortedList = SortedList()
+        # Results are kept packed: a dict per remembered request costs 5x more.
+        self._requests: OrderedDict[str, bytes] = OrderedDict()
         self._request_window = request_window
         #: TTL in seconds of the keys that have one.
         self.ttls: dict[bytes, int] = {}
@@ -148,8 +156,8 @@ class Store:
 
     def count(self, start: bytes = b"", end: bytes | None = None) -> int:
         """How many keys lie in ``[start, end)``."""
-        low = self._data.bisect_left(start)
-        high = len(self._data) if end is None else self._data.bisect_left(end)
+        low = self._keys.bisect_left(start)
+        high = len(self._keys) if end is None else self._keys.bisect_left(end)
         return max(0, high - low)
 
     def events_since(self, revision: int) -> list[Event]:
@@ -160,7 +168,7 @@ class Store:
         self, start: bytes = b"", end: bytes | None = None, limit: int | None = None
     ) -> Iterator[KeyValue]:
         """Keys in ``[start, end)`` in key order."""
-        keys = self._data.irange(start, end, inclusive=(True, False))
+        keys = self._keys.irange(start, end, inclusive=(True, False))
         for n, key in enumerate(keys):
             if limit is not None and n >= limit:
                 return
@@ -168,7 +176,8 @@ class Store:
 
     def result_for(self, request_id: str) -> Result | None:
         """The result a request id already got, for idempotent retries."""
-        return self._requests.get(request_id)
+        packed = self._requests.get(request_id)
+        return None if packed is None else _unpack_result(packed)
 
     def apply(self, index: int, commands: Sequence[Command]) -> list[Result]:
         """Apply the commands of log entry ``index``; return one result each."""
@@ -183,7 +192,7 @@ class Store:
         if request_id is not None:
             earlier = self._requests.get(request_id)
             if earlier is not None:
-                return earlier
+                return _unpack_result(earlier)
         op = command["op"]
         if op == "put":
             result = self._put(command)
@@ -215,6 +224,7 @@ class Store:
         packed = self._data.get(key)
         if packed is None:
             create, version = revision, 1
+            self._keys.add(key)
         else:
             create, _, version = _HEADER.unpack_from(packed)
             version += 1
@@ -231,6 +241,7 @@ class Store:
         packed = self._data.pop(key, None)
         if packed is None:
             return False
+        self._keys.remove(key)
         self.value_bytes -= len(packed) - _HEADER.size
         self.ttls.pop(key, None)
         self._record(Event(revision, DELETE, key, b"", 0, 0))
@@ -314,7 +325,7 @@ class Store:
         return bool(actual > expected)
 
     def _remember(self, request_id: str, result: Result) -> None:
-        self._requests[request_id] = result
+        self._requests[request_id] = msgpack.packb(result, use_bin_type=True)
         while len(self._requests) > self._request_window:
             self._requests.popitem(last=False)
 
@@ -326,7 +337,7 @@ class Store:
         return {
             "revision": self.revision,
             "applied_index": self.applied_index,
-            "data": dict.copy(self._data),
+            "data": self._data.copy(),
             "requests": list(self._requests.items()),
             "ttls": dict(self.ttls),
         }
@@ -341,7 +352,8 @@ class Store:
         store.history_start = state["revision"]
         store.ttls = dict(state.get("ttls", {}))
         store.applied_index = state["applied_index"]
-        store._data = SortedDict(state["data"])
+        store._data = dict(state["data"])
+        store._keys = SortedList(store._data)
         store._requests = OrderedDict((rid, res) for rid, res in state["requests"])
         store.value_bytes = sum(len(v) - _HEADER.size for v in store._data.values())
         return store
@@ -349,6 +361,7 @@ class Store:
     def digest(self) -> str:
         """A digest of the keys and their metadata, to compare replicas."""
         h = hashlib.sha256(str(self.revision).encode())
-        for key, packed in self._data.items():
+        for key in self._keys:
+            packed = self._data[key]
             h.update(struct.pack("<I", len(key)) + key + struct.pack("<I", len(packed)) + packed)
         return h.hexdigest()

@@ -35,14 +35,15 @@ class InlineReactor(Clock):
 
 
 def open_inline_node(
-    path: str, reactor: InlineReactor, settings: NodeSettings | None = None, fsync: bool = True
+    path: str, reactor: InlineReactor, settings: NodeSettings | None = None, fsync: bool = True,
+    segment_bytes: int = 16 * 1024 * 1024,
 ) -> Node:
     """A standalone node on real files, driven synchronously by ``reactor``."""
     data_dir = DataDir(path)
     outcome = recover_store(data_dir, None)
     node, _ = open_node(
         reactor, data_dir, outcome, settings or NodeSettings(url="http://127.0.0.1:1"),
-        fsync, pool=InlinePool(),
+        fsync, pool=InlinePool(), segment_bytes=segment_bytes,
     )
     d = node.become_standalone()
     reactor.advance(0)

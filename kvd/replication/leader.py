@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -205,7 +205,7 @@ class Leader:
     def read_index(self) -> Deferred[int]:
         """The commit index as of now, once a round shows this node still leads."""
         if not self.active:
-            raise NotLeading("this node does not lead")
+            return fail(NotLeading("this node does not lead"))
         d: Deferred[int] = Deferred()
         self._pending_reads.append(d)
         if self._round is None:

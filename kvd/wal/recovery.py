@@ -63,6 +63,10 @@ def recover(data_dir: DataDir) -> Recovered:
     """Read a data dir back into memory. Blocking: run it off the reactor."""
     data_dir.create()
     state = Recovered(snapshot=snapshot.load_newest(data_dir))
+    if state.snapshot is not None:
+        # The promise may have lived in a segment the snapshot let us delete.
+        state.promised_epoch = max(int(state.snapshot.meta.get("promised_epoch", 0)),
+                                   state.snapshot.epoch)
     base_epoch, base_index = state.base
     names = data_dir.segment_names()
     replayed = 0

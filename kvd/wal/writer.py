@@ -24,7 +24,7 @@ from twisted.python.threadpool import ThreadPool
 from kvd.wal.layout import DataDir
 
 #: Start a new segment once the active one holds this many bytes.
-DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 
 
 @dataclass

@@ -40,7 +40,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def put(
-    client: int, value: Any, t0: float, t1: float | None, rev: int | None, *, key: str = "k",
+    client: int,
+    value: Any,
+    t0: float,
+    t1: float | None,
+    rev: int | None,
+    *,
+    key: str = "k",
     outcome: str = OK,
 ) -> Operation:
     """A put record; ``outcome=UNKNOWN`` ignores ``t1``/``rev`` as a timeout would."""
@@ -49,16 +55,21 @@ def put(
     return Operation(client, key, PUT, (value,), t0, t1, outcome, rev)
 
 
-def get(
-    client: int, t0: float, t1: float, value: Any, rev: int, *, key: str = "k"
-) -> Operation:
+def get(client: int, t0: float, t1: float, value: Any, rev: int, *, key: str = "k") -> Operation:
     """A get record that returned ``(value, rev)``."""
     return Operation(client, key, GET, (), t0, t1, OK, (value, rev))
 
 
 def cas(
-    client: int, expected: int, value: Any, t0: float, t1: float | None, output: Any, *,
-    key: str = "k", outcome: str = OK,
+    client: int,
+    expected: int,
+    value: Any,
+    t0: float,
+    t1: float | None,
+    output: Any,
+    *,
+    key: str = "k",
+    outcome: str = OK,
 ) -> Operation:
     """A cas record; ``output`` is the new revision or MISMATCH."""
     if outcome == UNKNOWN:
@@ -67,7 +78,12 @@ def cas(
 
 
 def delete(
-    client: int, t0: float, t1: float | None, output: Any, *, key: str = "k",
+    client: int,
+    t0: float,
+    t1: float | None,
+    output: Any,
+    *,
+    key: str = "k",
     outcome: str = OK,
 ) -> Operation:
     """A delete record; ``output`` is the delete's revision or NOTFOUND."""
@@ -310,6 +326,80 @@ def test_unknown_cas_is_optional() -> None:
     assert verdict(stale) == ILLEGAL
 
 
+def test_unknown_write_explains_a_cas_mismatch() -> None:
+    ops = [
+        put(1, "a", 0, 1, 1),
+        put(2, "b", 2, None, None, outcome=UNKNOWN),
+        cas(3, 1, "c", 3, 4, MISMATCH),  # revision 1 was current unless the lost put landed
+    ]
+    assert verdict(ops) == OK
+    assert verdict([ops[0], ops[2]]) == ILLEGAL
+
+
+def test_unknown_delete_explains_an_absent_read_only_once() -> None:
+    ops = [
+        put(1, "a", 0, 1, 1),
+        delete(2, 2, None, None, outcome=UNKNOWN),
+        get(3, 3, 4, None, 0),
+        put(1, "b", 5, 6, 3),
+        get(3, 7, 8, "b", 3),
+    ]
+    assert verdict(ops) == OK
+    # two unknown deletes behave alike; each can make the key absent once
+    twice = [*ops, get(3, 9, 10, None, 0)]
+    assert verdict(twice) == ILLEGAL
+    assert verdict([*twice, delete(4, 2.5, None, None, outcome=UNKNOWN)]) == OK
+
+
+def test_unobservable_unknown_ops_are_dropped() -> None:
+    ops = [
+        put(1, "a", 0, 1, 1),
+        put(2, "never-read", 2, None, None, outcome=UNKNOWN),
+        put(4, "never-read-either", 3, None, None, outcome=UNKNOWN),
+        cas(3, 1, "c", 4, 5, 6),  # expects a known revision: cannot observe the unknown puts
+        get(1, 5.5, 7, "c", 6),
+        get(1, 8, 9, "c", 6),
+    ]
+    result = check_history(ops)
+    assert result.verdict == OK
+    assert result.keys["k"].dropped == 2
+    # an unknown delete could observe them (it needs the key present), so they stay; nothing
+    # could observe the delete itself (no absent read), so it goes
+    lost_delete = delete(5, 3, None, None, outcome=UNKNOWN)
+    result = check_history([*ops, lost_delete])
+    assert result.verdict == OK
+    assert result.keys["k"].dropped == 1
+
+
+def test_revisions_are_unique_across_keys() -> None:
+    ops = [
+        put(1, "x", 0, 1, 5, key="other"),
+        put(2, "b", 0, None, None, key="k", outcome=UNKNOWN),
+        get(3, 2, 3, "b", 5, key="k"),  # revision 5 belongs to the write on "other"
+    ]
+    result = check_history(ops)
+    assert result.keys["k"].verdict == ILLEGAL
+    assert verdict([ops[1], get(3, 2, 3, "b", 6, key="k")]) == OK
+
+
+def test_explanation_marks_the_culprit() -> None:
+    ops = [
+        put(1, "a", 0, 1, 1),
+        get(2, 0.5, 1.5, "a", 1),
+        put(1, "b", 2, 3, 2),
+        get(2, 2.5, 3.5, "b", 2),
+        get(3, 4, 5, "a", 1),  # stale
+        put(1, "c", 6, 7, 3),
+    ]
+    result = check_history(ops)
+    key = result.keys["k"]
+    assert key.failing_op == ops[4]
+    assert ops[4] in key.minimal_history and ops[5] not in key.minimal_history
+    marked = [line for line in key.explanation.splitlines() if line.startswith("  * ")]
+    assert len(marked) == 1 and "get()" in marked[0] and "'a' rev=1" in marked[0]
+    assert "observed 'a' rev=1 but the register holds value='b' rev=2" in key.explanation
+
+
 def test_delete_semantics() -> None:
     assert verdict([delete(1, 0, 1, 2)]) == ILLEGAL  # deleted a key that never existed
     ops = [put(1, "a", 0, 1, 1), delete(2, 2, 3, 2), get(1, 4, 5, "a", 1)]
@@ -351,9 +441,10 @@ def test_keys_are_checked_independently() -> None:
 
 
 def pathological(n: int = 24) -> list[Operation]:
-    """n fully concurrent puts and an impossible read: the search must try every subset."""
-    ops = [put(i, f"v{i}", 0, 100, i + 1) for i in range(n)]
-    ops.append(get(n, 0, 100, "v0", 99))
+    """n fully concurrent puts (revisions not recorded, so any order fits) and a read of a
+    value never written: refuting it means trying every subset of the puts."""
+    ops = [put(i, f"v{i}", 0, 100, None) for i in range(n)]
+    ops.append(get(n, 0, 100, "ghost", 99))
     return ops
 
 
@@ -576,7 +667,8 @@ def stale_read_candidates(
     """(read index, write index) pairs where the write was definitely overwritten before the
     read began: the write completed, then another definite write ran, then the read."""
     definite = [
-        op for op in ops
+        op
+        for op in ops
         if op.outcome == OK and op.kind in (PUT, CAS, DELETE) and isinstance(op.output, int)
     ]
     pairs = []
@@ -614,7 +706,13 @@ def test_stale_read_is_illegal(specs: list[Spec], data: st.DataObject) -> None:
     r, w = data.draw(st.sampled_from(pairs))
     read, write = ops[r], ops[w]
     ops[r] = Operation(
-        read.client, read.key, GET, (), read.invoke, read.complete, OK,
+        read.client,
+        read.key,
+        GET,
+        (),
+        read.invoke,
+        read.complete,
+        OK,
         (write.args[-1], write.output),
     )
     assert_verdict(check_history(ops, time_budget_per_key=20), ILLEGAL, ops)
@@ -628,17 +726,19 @@ def busy_history(n_ops: int, clients: int, seed: int, unknown_rate: float = 0.01
         fate = "ok"
         if rng.random() < unknown_rate:
             fate = rng.choice(["applied", "lost"])
-        specs.append(Spec(
-            client=rng.randrange(clients),
-            kind=rng.choice([PUT, PUT, GET, GET, GET, CAS]),
-            key="k",
-            fate=fate,
-            gap=rng.random() * 0.002,
-            pre=rng.random() * 0.003,
-            post=rng.random() * 0.003,
-            cas_hits=rng.random() < 0.5,
-            cas_guess=rng.randrange(n_ops),
-        ))
+        specs.append(
+            Spec(
+                client=rng.randrange(clients),
+                kind=rng.choice([PUT, PUT, GET, GET, GET, CAS]),
+                key="k",
+                fate=fate,
+                gap=rng.random() * 0.002,
+                pre=rng.random() * 0.003,
+                post=rng.random() * 0.003,
+                cas_hits=rng.random() < 0.5,
+                cas_guess=rng.randrange(n_ops),
+            )
+        )
     return specs
 
 
@@ -657,7 +757,13 @@ def test_long_history_with_one_stale_read_is_explained() -> None:
     r, w = max(pairs, key=lambda pair: ops[pair[1]].invoke)
     read, write = ops[r], ops[w]
     ops[r] = Operation(
-        read.client, read.key, GET, (), read.invoke, read.complete, OK,
+        read.client,
+        read.key,
+        GET,
+        (),
+        read.invoke,
+        read.complete,
+        OK,
         (write.args[-1], write.output),
     )
     result = check_history(ops)

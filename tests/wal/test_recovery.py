@@ -27,7 +27,11 @@ def write(node: Node, reactor: InlineReactor, command: dict[str, Any]) -> Result
 
 
 def restart(path: str, reactor: InlineReactor, **kw: Any) -> Node:
-    return open_inline_node(path, reactor, **kw)
+    return open_inline_node(path, reactor, segment_bytes=SMALL_SEGMENTS, **kw)
+
+
+#: Small segments, so that compaction has whole segments to delete.
+SMALL_SEGMENTS = 512
 
 
 def last_segment(path: str) -> str:
@@ -104,7 +108,8 @@ def test_snapshot_and_compaction_give_the_same_state_as_replay(tmp_path: Any) ->
     plain, compacted = str(tmp_path / "plain"), str(tmp_path / "compacted")
     reactor = InlineReactor()
     small = NodeSettings(url="http://127.0.0.1:1", snapshot_entries=7, log_tail=3)
-    nodes = [open_inline_node(plain, reactor), open_inline_node(compacted, reactor, small)]
+    nodes = [open_inline_node(plain, reactor, segment_bytes=SMALL_SEGMENTS),
+             open_inline_node(compacted, reactor, small, segment_bytes=SMALL_SEGMENTS)]
     snapshots: list[int] = []
     nodes[1].snapshotter = lambda: snapshots.append(_snapshot_inline(nodes[1], compacted))
     for i in range(60):
@@ -115,10 +120,14 @@ def test_snapshot_and_compaction_give_the_same_state_as_replay(tmp_path: Any) ->
             write(node, reactor, command)
     assert len(snapshots) >= 5
     assert DataDir(compacted).snapshot_indexes(), "snapshots must be on disk"
+    assert DataDir(compacted).segment_names()[0] > 1, "compaction deleted no segment"
+    recovered = recover(DataDir(compacted))
+    # The promise record went with a deleted segment; the snapshot still carries it.
+    assert recovered.promised_epoch == nodes[1].rlog.promised_epoch == 1
     reopened = [restart(plain, reactor), restart(compacted, reactor, settings=small)]
     assert reopened[0].store.digest() == reopened[1].store.digest() == nodes[0].store.digest()
     assert reopened[1].store.revision == reopened[0].store.revision
-    assert recover(DataDir(compacted)).snapshot is not None
+    assert recovered.snapshot is not None
 
 
 def _snapshot_inline(node: Node, path: str) -> int:
@@ -131,7 +140,8 @@ def _snapshot_inline(node: Node, path: str) -> int:
     assert epoch is not None
     writer = node.rlog._writer
     active = writer.active_segment
-    snapshot.write(data_dir, snapshot.Snapshot(epoch, index, node.store.snapshot_state(), {}))
+    meta = {"promised_epoch": node.rlog.promised_epoch}
+    snapshot.write(data_dir, snapshot.Snapshot(epoch, index, node.store.snapshot_state(), meta))
     keep_from = max(0, index - node.settings.log_tail)
     node.rlog.compact(keep_from)
     writer.delete_segments_before(active, keep_from)

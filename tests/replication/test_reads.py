@@ -1,0 +1,48 @@
+"""Linearizable reads that cannot be confirmed answer 503, never a 500 (found by torture)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
+
+from kvd import errors
+from kvd.roles import Role
+from tests.support import InlineReactor, open_inline_node
+
+
+class UnreachableLeader:
+    """A peer client whose every call fails to connect."""
+
+    def call(self, url: str, message: str, body: Any, timeout: float) -> Deferred[Any]:
+        return fail(ConnectionError("leader unreachable"))
+
+
+def test_every_read_sharing_a_failed_follower_batch_gets_503(tmp_path: Any) -> None:
+    reactor = InlineReactor()
+    node = open_inline_node(str(tmp_path), reactor)
+    node.leader = None
+    node.role = Role.FOLLOWER
+    node.leader_info = {"node_id": "L", "url": "http://127.0.0.1:1"}
+    node.peer = UnreachableLeader()  # type: ignore[assignment]
+    outcomes: list[Any] = []
+    for _ in range(3):
+        node.read_barrier(True).addBoth(outcomes.append)
+    reactor.advance(0)
+    assert len(outcomes) == 3
+    for outcome in outcomes:
+        assert isinstance(outcome, Failure) and outcome.check(errors.NotReady), outcome
+
+
+def test_a_read_waiting_on_a_leader_that_steps_down_gets_503(tmp_path: Any) -> None:
+    reactor = InlineReactor()
+    node = open_inline_node(str(tmp_path), reactor)
+    node.role = Role.LEADER
+    assert node.leader is not None
+    node.leader.write_quorum = 2  # the round now needs a follower's answer
+    outcomes: list[Any] = []
+    node.read_barrier(True).addBoth(outcomes.append)
+    assert outcomes == []
+    node.step_down("ZooKeeper session suspended")
+    assert isinstance(outcomes[0], Failure) and outcomes[0].check(errors.NotReady)
