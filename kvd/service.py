@@ -246,7 +246,8 @@ class KvdService(MultiService):
         writer = self.writer
         if writer is None:
             return d
-        closing = writer.run_exclusive(writer.close)
+        closing = writer.flush()
+        closing.addBoth(lambda _: writer.run_exclusive(writer.close))
         waits = [d, closing]
         if self.peer is not None:
             waits.append(self.peer.close())

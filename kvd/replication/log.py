@@ -160,7 +160,8 @@ class ReplicatedLog:
         if commit_index > self.last_index:
             raise FatalLogError(f"commit {commit_index} beyond last index {self.last_index}")
         self.commit_index = commit_index
-        self._writer.append([record.commit(commit_index)], self.last_index + 1)
+        # Advisory (rule 6 only bounds what a restart applies): no fsync of its own.
+        self._writer.append_lazy([record.commit(commit_index)], self.last_index + 1)
 
     def install_snapshot(self, epoch: int, index: int) -> Deferred[None]:
         """Record that a snapshot at (epoch, index) is now the base (safety rule 11).

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorThreads
@@ -22,6 +23,9 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from kvd.wal.layout import DataDir
+
+#: How long a record that needs no fsync of its own waits for a batch to join.
+LAZY_DELAY = 0.01
 
 #: Start a new segment once the active one holds this many bytes.
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
@@ -43,6 +47,7 @@ class _Append:
     first_index: int
     last_index: int
     force_sync: bool
+    lazy: bool = False
     done: Deferred[None] = field(default_factory=Deferred)
 
 
@@ -70,6 +75,9 @@ class WalWriter:
         self._on_fatal = on_fatal
         self._observe_batch = observe_batch
         self._pending: list[_Append] = []
+        self._lazy: list[bytes] = []
+        self._lazy_first = 0
+        self._lazy_timer: Any = None
         self._writing = False
         self._failed: Failure | None = None
         self._fd: int | None = None
@@ -105,6 +113,22 @@ class WalWriter:
             self._flush()
         return item.done
 
+    def append_lazy(self, records: list[bytes], first_index: int) -> None:
+        """Records that need no fsync of their own (commit marks): they ride along
+        with the next batch, or are written unsynced after ``LAZY_DELAY``.
+        """
+        if self._failed is not None:
+            return
+        self._lazy.extend(records)
+        self._lazy_first = first_index
+        if not self._writing and self._lazy_timer is None:
+            self._lazy_timer = self._reactor.callLater(LAZY_DELAY, self._flush_lazy)
+
+    def _flush_lazy(self) -> None:
+        self._lazy_timer = None
+        if self._lazy and not self._writing:
+            self._flush()
+
     def run_exclusive(self, work: Callable[[], object]) -> Deferred[object]:
         """Run ``work`` on the writer thread, between two batches."""
         return deferToThreadPool(self._reactor, self._pool, work)
@@ -118,6 +142,9 @@ class WalWriter:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        if self._lazy:
+            batch.insert(0, _Append(self._lazy, self._lazy_first, 0, False, lazy=True))
+            self._lazy = []
         self._writing = True
         d = deferToThreadPool(self._reactor, self._pool, self._write_batch, batch)
         d.addCallbacks(self._written, self._write_failed, (batch,), None, (batch,), None)
@@ -128,7 +155,7 @@ class WalWriter:
             self._observe_batch(len(batch), elapsed)
         for item in batch:
             item.done.callback(None)
-        if self._pending and not self._writing:
+        if (self._pending or self._lazy) and not self._writing:
             self._flush()
 
     def _write_failed(self, failure: Failure, batch: list[_Append]) -> None:
@@ -148,7 +175,7 @@ class WalWriter:
 
     def _write_batch(self, batch: list[_Append]) -> float:
         started = time.monotonic()
-        sync = self._fsync or any(item.force_sync for item in batch)
+        sync = any(item.force_sync or (self._fsync and not item.lazy) for item in batch)
         chunk: list[bytes] = []
         for item in batch:
             if self._fd is None or self._segments[-1].size >= self._segment_bytes:
@@ -212,6 +239,13 @@ class WalWriter:
         if deleted:
             self._dir.fsync_dir(self._dir.wal)
         return deleted
+
+    def flush(self) -> Deferred[None]:
+        """Write out lazy records now; fires when everything appended so far is written."""
+        if self._lazy_timer is not None and self._lazy_timer.active():
+            self._lazy_timer.cancel()
+        self._lazy_timer = None
+        return self.append([], self._lazy_first)
 
     def close(self) -> None:
         if self._fd is not None:
