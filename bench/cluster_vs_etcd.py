@@ -910,24 +910,28 @@ def profile_leader(runner: Runner, system: KvdSystem, duration: float, stamp: st
                    ) -> dict[str, Any]:
     """py-spy the kvd leader during an extra (unreported) write_c32 run.
 
-    py-spy samples every thread 100 times a second without pausing the process
-    (``--nonblocking``); /proc gives each thread's real CPU over the same
-    time, so shares of samples can be turned into cores.
+    Two py-spy recorders sample the leader at once, 100 times a second, without
+    pausing it (``--nonblocking``): one records every thread (``--threads``),
+    whose main-thread samples outside the epoll wait say where the reactor's
+    wall-clock time goes (system calls and time spent preempted included); the
+    other keeps only samples holding the GIL (``--gil``), i.e. CPU spent
+    running Python code. /proc gives each thread's CPU over the same time.
     """
     py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     if not os.path.exists(py_spy):
         return {"error": "py-spy not installed: .venv/bin/pip install py-spy"}
     pids = system.pids()
     pid = pids[next(r for r in pids if r.startswith("leader"))]
-    raw_path = os.path.join(RESULTS_DIR, f"cluster-vs-etcd-{stamp}-kvd-leader.folded")
     line = next(x for x in LINES if x.name == "write_c32")
     sample_s = max(1, int(duration) - 1)
-    cmd = [py_spy, "record", "--pid", str(pid), "--duration", str(sample_s), "--rate", "100",
-           "--format", "raw", "--threads", "--nonblocking", "--output", raw_path]
+    paths = {view: os.path.join(RESULTS_DIR, f"cluster-vs-etcd-{stamp}-kvd-leader-{view}.folded")
+             for view in ("wall", "gil")}
+    commands = {view: [py_spy, "record", "--pid", str(pid), "--duration", str(sample_s),
+                       "--rate", "100", "--format", "raw", "--nonblocking", "--output", path,
+                       *(["--threads"] if view == "wall" else ["--gil"])]
+                for view, path in paths.items()}
     print(f"  profiling the kvd leader (pid {pid}) under {line.name} for {sample_s} s ...",
           flush=True)
-    result: WrkResult | None = None
-    spy: subprocess.Popen[str] | None = None
     box: dict[str, WrkResult] = {}
 
     def load() -> None:
@@ -937,31 +941,38 @@ def profile_leader(runner: Runner, system: KvdSystem, duration: float, stamp: st
         wait_quiet(list(pids.values()), runner.args.wait_quiet)
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
+    spies: dict[str, subprocess.Popen[str]] = {}
+    outputs: dict[str, str] = {}
     try:
         time.sleep(0.5)  # let wrk connect first
         before, started = thread_cpu(pid), time.monotonic()
-        spy = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-        spy_out, _ = spy.communicate(timeout=sample_s + 30)
+        for view, cmd in commands.items():
+            spies[view] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           text=True)
+        for view, spy in spies.items():
+            outputs[view] = spy.communicate(timeout=sample_s + 30)[0]
         after, elapsed = thread_cpu(pid), time.monotonic() - started
         loader.join(duration + runner.args.timeout + 40)
-        result = box.get("result")
     finally:
-        if spy is not None:
+        for spy in spies.values():
             stop_process(spy)
-    if spy.returncode != 0 or not os.path.exists(raw_path):
-        return {"error": f"py-spy failed ({spy.returncode}): {spy_out[-2000:]}"}
+    for view, spy in spies.items():
+        if spy.returncode != 0 or not os.path.exists(paths[view]):
+            return {"error": f"py-spy ({view}) failed ({spy.returncode}): "
+                             f"{outputs.get(view, '')[-2000:]}"}
+    result = box.get("result")
     cores = {f"{after[t][0]} ({t})": round((after[t][1] - before.get(t, ("", 0.0))[1]) / elapsed,
                                             3) for t in after}
-    summary = summarise_folded(raw_path)
-    summary.update({
-        "raw": raw_path, "pid": pid, "command": cmd,
+    return {
+        "wall": summarise_folded(paths["wall"], main_thread_only=True),
+        "gil": summarise_folded(paths["gil"], main_thread_only=False),
+        "raw": paths, "pid": pid, "commands": commands,
         "rps_while_profiling": result.rps if result else None,
         "errors_while_profiling": result.errors if result else None,
         "thread_cores": dict(sorted(cores.items(), key=lambda kv: -kv[1])),
         "process_cores": round(sum(cores.values()), 3),
-    })
-    return summary
+    }
 
 
 #: Leaf frames where a thread waits rather than computes (py-spy's own idle
@@ -992,11 +1003,14 @@ def _package(path: str) -> str:
     return parts[0]
 
 
-def summarise_folded(path: str, top: int = 30) -> dict[str, Any]:
-    """Where the busy samples of the main (reactor) thread go, from py-spy raw output.
+def summarise_folded(path: str, top: int = 30, main_thread_only: bool = True
+                     ) -> dict[str, Any]:
+    """Where the busy samples go, from py-spy raw output.
 
-    Lines are ``thread (tid): name;frame;frame... count``, outermost frame first.
-    Shares are percentages of the main thread's busy samples (idle leaves dropped).
+    Lines are ``[thread (tid): name;]frame;frame... count``, outermost frame
+    first. Shares are percentages of the busy samples: idle leaves dropped,
+    and with ``main_thread_only`` (needs ``--threads``) those of the main
+    (reactor) thread only.
     """
     per_thread: Counter[str] = Counter()
     idle_thread: Counter[str] = Counter()
@@ -1021,7 +1035,7 @@ def summarise_folded(path: str, top: int = 30) -> dict[str, Any]:
             if leaf in IDLE_LEAVES:
                 idle_thread[thread] += count
                 continue
-            if "MainThread" not in thread:
+            if main_thread_only and "MainThread" not in thread:
                 continue
             busy += count
             self_fn[leaf] += count
@@ -1036,7 +1050,7 @@ def summarise_folded(path: str, top: int = 30) -> dict[str, Any]:
     # Frames under every busy sample (twistd's main, the reactor loop) say nothing.
     inclusive = Counter({k: v for k, v in total_fn.items() if v < 0.9 * busy})
     return {
-        "main_thread_busy_samples": busy,
+        "busy_samples": busy,
         "threads": [(t, n, idle_thread[t]) for t, n in per_thread.most_common()],
         "self": share(self_fn, busy),
         "self_by_package": share(self_pkg, busy, 15),
@@ -1159,18 +1173,24 @@ def print_profile(profile: dict[str, Any]) -> None:
         return
     rps = profile.get("rps_while_profiling") or 0.0
     print(f"\nkvd leader under write_c32 ({rps:,.0f} req/s while sampled; the leader used "
-          f"{profile['process_cores']:.2f} cores; folded stacks: {profile['raw']})")
+          f"{profile['process_cores']:.2f} cores)")
     print("  CPU by thread (cores, from /proc):")
-    for name, cores in list(profile["thread_cores"].items())[:6]:
+    for name, cores in list(profile["thread_cores"].items())[:4]:
         print(f"    {cores:5.2f}  {name}")
-    print(f"  main (reactor) thread, {profile['main_thread_busy_samples']} busy samples "
-          "(waiting in epoll excluded):")
-    for title, key, n in (("self time by function", "self", 20),
-                          ("self time by package", "self_by_package", 12),
-                          ("inclusive time by function", "inclusive", 25)):
-        print(f"   {title}:")
-        for name, pct in profile[key][:n]:
-            print(f"    {pct:5.1f}%  {name}")
+    views = (
+        ("wall", "main (reactor) thread outside its epoll wait: wall-clock, system calls "
+                 "and preemption included"),
+        ("gil", "samples holding the GIL: CPU running Python code"),
+    )
+    for view, title in views:
+        summary = profile[view]
+        print(f"  {title} ({summary['busy_samples']} samples; {profile['raw'][view]}):")
+        for heading, key, n in (("self time by function", "self", 15),
+                                ("self time by package", "self_by_package", 10),
+                                ("inclusive time by function", "inclusive", 20)):
+            print(f"   {heading}:")
+            for name, pct in summary[key][:n]:
+                print(f"    {pct:5.1f}%  {name}")
 
 
 # Main

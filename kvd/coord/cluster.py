@@ -20,6 +20,7 @@ from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kvd.config import NodeConfig
 from kvd.coord.bridge import CONNECTED, LOST, SUSPENDED, TransactionFailed, ZooKeeperService
@@ -110,8 +111,15 @@ class ClusterCoordinator:
             return
         self._busy = True
         d = ensureDeferred(self._reconcile())
-        d.addErrback(lambda f: self.log.failure("Coordination step failed; retrying", f))
+        d.addErrback(self._reconcile_failed)
         d.addBoth(self._reconciled)
+
+    def _reconcile_failed(self, failure: Failure) -> None:
+        # A ZooKeeper call failed half-way (connection loss...): try again soon,
+        # whether or not the session changes state meanwhile.
+        self.log.warn("Coordination step failed ({error}); retrying",
+                      error=failure.getErrorMessage() or failure.type.__name__)
+        self._later(1.0)
 
     def _reconciled(self, _: object) -> None:
         self._busy = False
