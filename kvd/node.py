@@ -39,6 +39,9 @@ class NodeSettings:
     read_timeout: float = 5.0
     #: Take a snapshot every this many applied entries.
     snapshot_entries: int = 20_000
+    #: ... or every this many applied commands: batched entries hold many, and
+    #: the log in memory between snapshots grows with commands, not entries.
+    snapshot_commands: int = 100_000
     #: Keep this many entries in memory after a snapshot for lagging followers.
     log_tail: int = 5_000
 
@@ -73,6 +76,7 @@ class Node:
         self.on_store_replaced: list[Callable[[Store], None]] = []
         self.snapshotter: Callable[[], object] | None = None
         self._last_snapshot_index = store.applied_index
+        self._commands_since_snapshot = 0
         #: Voters from the ZooKeeper config znode; only used while the log has none.
         self.bootstrap_voters: dict[str, str] = {}
         self.snapshot_voters: dict[str, str] = {}
@@ -312,17 +316,19 @@ class Node:
             index = self.store.applied_index + 1
             entry = self.rlog.entry(index)
             results = self.store.apply(index, entry.commands)
+            self._commands_since_snapshot += len(entry.commands)
             for observer in self.on_applied:
                 observer(index, entry.commands, results)
             if self.leader is not None:
                 self._answer(self.leader.waiting.pop(index, []), results)
         self._release_applied_waiters()
-        if (
-            self.snapshotter is not None
-            and self.store.applied_index - self._last_snapshot_index
+        if self.snapshotter is not None and (
+            self.store.applied_index - self._last_snapshot_index
             >= self.settings.snapshot_entries
+            or self._commands_since_snapshot >= self.settings.snapshot_commands
         ):
             self._last_snapshot_index = self.store.applied_index
+            self._commands_since_snapshot = 0
             self.snapshotter()
 
     @staticmethod
