@@ -13,7 +13,7 @@ import pytest
 from kvd.testing.cluster import Cluster
 from kvd.testing.process import KvdProcess, wait_for
 from kvd.testing.zookeeper import ZooKeeperServer
-from tests.zkfixture import zookeeper  # noqa: F401
+from tests.zkfixture import zookeeper, zookeeper_factory  # noqa: F401
 
 SESSION_TIMEOUT = 2.0
 _names = itertools.count()
@@ -207,3 +207,25 @@ def test_with_two_of_three_down_a_write_is_never_falsely_acknowledged(cluster: C
             assert response.body["error"]["outcome"] == "unknown"
     got = cluster.get(leader, "lonely", stale=True)
     assert got.status == 404
+
+
+def test_a_node_started_while_zookeeper_is_down_answers_503_then_serves(
+        tmp_path: Any, zookeeper_factory: Any) -> None:  # noqa: F811
+    server = zookeeper_factory()
+    c = Cluster(str(tmp_path), server, size=1, name="down-at-start",
+                session_timeout=SESSION_TIMEOUT, extra_args=["--replicas", "1"])
+    node = c.nodes[0]
+    try:
+        node.start(wait=False)
+        wait_for(lambda: "Could not reach ZooKeeper" in node.log_tail(200)
+                 or "unreachable" in node.log_tail(200), 30, "the unreachable warning")
+        assert server.hosts in node.log_tail(200)
+        ready = node.call("GET", "/readyz")
+        assert ready.status == 503 and "ZooKeeper" in ready.body["reason"]
+        write = node.call("PUT", "/api/v1/keys/k", {"value": "v"})
+        assert write.status == 503 and write.headers["retry-after"]
+        server.start()
+        node.wait_ready(30)
+        assert c.put(node, "k", "v").status == 200
+    finally:
+        c.stop()
