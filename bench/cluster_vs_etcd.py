@@ -856,10 +856,11 @@ class Runner:
         try:
             output, _ = proc.communicate(timeout=duration + self.args.timeout + 30)
         except subprocess.TimeoutExpired:
-            stop_process(proc)
             raise BenchError(f"wrk did not finish {line.name} on {system.name} in time") from None
         finally:
-            self._procs.remove(proc)
+            stop_process(proc)  # a no-op once wrk has exited
+            if proc in self._procs:
+                self._procs.remove(proc)
         elapsed = time.monotonic() - started
         if proc.returncode != 0:
             raise BenchError(f"wrk exited with {proc.returncode}:\n{output}")
@@ -1265,10 +1266,10 @@ def budget_seconds(args: argparse.Namespace, systems: int) -> float:
     return systems * per_system
 
 
-def run_system(system: System, runner: Runner, args: argparse.Namespace,
-               stamp: str) -> tuple[dict[str, WrkResult], dict[str, Any]]:
-    info: dict[str, Any] = {}
-    results: dict[str, WrkResult] = {}
+def run_system(system: System, runner: Runner, args: argparse.Namespace, stamp: str,
+               results: dict[str, WrkResult], info: dict[str, Any]) -> None:
+    """Start ``system``, load it and run the lines; fills ``results`` and ``info``
+    as it goes, so that an interrupted run still reports what it measured."""
     print(f"{system.name}: starting 3 nodes ...", flush=True)
     started = time.monotonic()
     system.start()
@@ -1289,7 +1290,6 @@ def run_system(system: System, runner: Runner, args: argparse.Namespace,
             results[line.name] = runner.run_line(system, line, args.duration)
     if args.profile and isinstance(system, KvdSystem):
         info["profile"] = profile_leader(runner, system, args.duration, stamp)
-    return results, info
 
 
 class _Interrupted(BaseException):
@@ -1339,7 +1339,8 @@ def main(argv: list[str] | None = None) -> int:
                                     shlex.split(args.etcd_args), etcd_binary)
             current = system
             try:
-                results[name], infos[name] = run_system(system, runner, args, stamp)
+                results[name], infos[name] = {}, {}
+                run_system(system, runner, args, stamp, results[name], infos[name])
             except (BenchError, ZooKeeperStartError, TimeoutError, OSError) as e:
                 failures.append(f"{name}: {e}")
                 print(f"\nerror: {name} could not be measured: {e}", file=sys.stderr, flush=True)
@@ -1350,7 +1351,8 @@ def main(argv: list[str] | None = None) -> int:
                 current = None
     except (KeyboardInterrupt, _Interrupted, OutOfTime) as e:
         failures.append(f"interrupted: {e!r}")
-        print(f"\ninterrupted ({e!r}); every process was stopped", file=sys.stderr)
+        print(f"\ninterrupted ({e!r}); every process was stopped", file=sys.stderr,
+              flush=True)
     finally:
         signal.alarm(0)
         runner.stop_all()

@@ -77,6 +77,8 @@ class Node:
         self.snapshotter: Callable[[], object] | None = None
         self._last_snapshot_index = store.applied_index
         self._commands_since_snapshot = 0
+        #: Dropped a torn tail and has not acknowledged entries from a leader since.
+        self.torn_unacked = False
         #: Voters from the ZooKeeper config znode; only used while the log has none.
         self.bootstrap_voters: dict[str, str] = {}
         self.snapshot_voters: dict[str, str] = {}
@@ -188,13 +190,14 @@ class Node:
     def _torn_marker(self) -> str | None:
         return None if self.data_dir is None else os.path.join(self.data_dir.root, "torn-tail")
 
-    @property
-    def torn_unacked(self) -> bool:
-        """Dropped a torn tail and has not acknowledged entries from a leader since."""
+    def load_torn_marker(self) -> None:
+        """Read the marker once at start; afterwards the flag in memory is the truth."""
         marker = self._torn_marker()
-        return marker is not None and os.path.exists(marker)
+        self.torn_unacked = marker is not None and os.path.exists(marker)
 
     def mark_torn(self) -> None:
+        """Dropped a torn tail: not counted in R until it acknowledges entries again."""
+        self.torn_unacked = True
         marker = self._torn_marker()
         if marker is not None:
             with open(marker, "w") as f:
@@ -203,6 +206,9 @@ class Node:
                 os.fsync(f.fileno())
 
     def clear_torn(self) -> None:
+        if not self.torn_unacked:
+            return
+        self.torn_unacked = False
         marker = self._torn_marker()
         if marker is not None and os.path.exists(marker):
             os.unlink(marker)

@@ -178,6 +178,7 @@ class KvdService(MultiService):
         self.node.observe_round = self.metrics.observe_round
         self.node.snapshotter = self.take_snapshot
         self.node.data_dir = self.data_dir
+        self.node.load_torn_marker()
         self.node.on_fatal = lambda message: self._fatal(Failure(FatalNodeError(message)))
         if recovered_torn(outcome):
             self.node.mark_torn()
