@@ -82,7 +82,7 @@ class Node:
         #: Voters from the ZooKeeper config znode; only used while the log has none.
         self.bootstrap_voters: dict[str, str] = {}
         self.snapshot_voters: dict[str, str] = {}
-        self._voters_cache: tuple[tuple[int, ...], dict[str, str] | None] | None = None
+        self._voters_cache: tuple[tuple[int, int], dict[str, str]] | None = None
         self.data_dir: DataDir | None = None
         self.peer: PeerClient | None = None
         self.follower = Follower(self)
@@ -232,17 +232,14 @@ class Node:
 
     def voters(self) -> dict[str, str]:
         """node id -> incarnation: the newest config entry in the log, else bootstrap."""
-        key = self.rlog.version()
-        if self._voters_cache is None or self._voters_cache[0] != key:
-            found: dict[str, str] | None = None
-            for entry in reversed(self.rlog.entries):
-                for command in entry.commands:
-                    if command.get("op") == "config":
-                        found = {str(i): str(inc) for i, inc in command["voters"]}
-                if found is not None:
-                    break
-            self._voters_cache = (key, found)
-        return self._voters_cache[1] or self.snapshot_voters or self.bootstrap_voters
+        config = self.rlog.newest_config()
+        if config is not None:
+            # A truncation may put another config entry at the same index.
+            key = (self.rlog.config_indexes[-1], self.rlog.generation)
+            if self._voters_cache is None or self._voters_cache[0] != key:
+                self._voters_cache = (key, {str(i): str(inc) for i, inc in config["voters"]})
+            return self._voters_cache[1]
+        return self.snapshot_voters or self.bootstrap_voters
 
     def voter_ids(self) -> set[str]:
         if self.role == Role.STANDALONE:
@@ -253,8 +250,7 @@ class Node:
         return self.voters().get(self.node_id) == self.identity.incarnation
 
     def log_has_config(self) -> bool:
-        return any(c.get("op") == "config" for e in self.rlog.entries for c in e.commands) \
-            or bool(self.snapshot_voters)
+        return bool(self.rlog.config_indexes) or bool(self.snapshot_voters)
 
     def read_snapshot_file(self) -> Deferred[bytes | None]:
         data_dir = self.data_dir

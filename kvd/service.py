@@ -222,6 +222,7 @@ class KvdService(MultiService):
 
         def compact(path: str) -> Deferred[object]:
             self.log.info("Snapshot {path} at index {index}", path=path, index=index)
+            node.adopt_snapshot_meta(meta)
             node.rlog.compact(keep_from)
             return writer.run_exclusive(
                 lambda: writer.delete_segments_before(active_at_capture, keep_from)

@@ -21,6 +21,10 @@ from kvd.wal.writer import WalWriter
 log = Logger()
 
 
+def _has_config(entry: LogEntry) -> bool:
+    return any(c.get("op") == "config" for c in entry.commands)
+
+
 class FatalLogError(Exception):
     """The node was asked to do something that would corrupt committed state."""
 
@@ -46,6 +50,9 @@ class ReplicatedLog:
         # cannot vouch for the different entries now at its indexes.
         self._generation = 0
         self._durable_waiters: list[tuple[int, Deferred[None]]] = []
+        #: Indexes of held entries that carry a config command, in order: the
+        #: voter set is the newest one (rule 4), found without scanning the log.
+        self.config_indexes = [e.index for e in self.entries if _has_config(e)]
 
     @property
     def last_index(self) -> int:
@@ -58,6 +65,23 @@ class ReplicatedLog:
     @property
     def last(self) -> tuple[int, int]:
         return (self.last_epoch, self.last_index)
+
+    def _forget_configs(self, dropped: Callable[[int], bool]) -> None:
+        self.config_indexes = [i for i in self.config_indexes if not dropped(i)]
+
+    def newest_config(self) -> dict[str, Any] | None:
+        """The newest config command held in the log, if any."""
+        if not self.config_indexes:
+            return None
+        for command in reversed(self.entry(self.config_indexes[-1]).commands):
+            if command.get("op") == "config":
+                return command
+        return None
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every truncation: entries at an index may differ across it."""
+        return self._generation
 
     def version(self) -> tuple[int, ...]:
         """Changes whenever the log's content may have: for caches derived from it."""
@@ -87,6 +111,7 @@ class ReplicatedLog:
         # Encode first: an entry that cannot be written must not be in memory either.
         records = [record.entry(e.epoch, e.index, e.commands) for e in entries]
         self.entries.extend(entries)
+        self.config_indexes.extend(e.index for e in entries if _has_config(e))
         last = entries[-1].index
         d = self._writer.append(records, entries[0].index, last)
         d.addCallback(self._durable, last, self._generation)
@@ -122,6 +147,7 @@ class ReplicatedLog:
         if first_dropped > self.last_index:
             return self._writer.append([], first_dropped)
         del self.entries[first_dropped - self.base_index - 1 :]
+        self._forget_configs(lambda i: i >= first_dropped)
         self._generation += 1
         self.durable_index = min(self.durable_index, self.last_index)
         d = self._writer.append([record.truncate(first_dropped)], first_dropped,
@@ -178,6 +204,8 @@ class ReplicatedLog:
             kept = []
             self._generation += 1
         self.entries = kept
+        held = {e.index for e in kept}
+        self._forget_configs(lambda i: i not in held)
         self.base_epoch, self.base_index = epoch, index
         self.commit_index = max(self.commit_index, index)
         self.durable_index = max(min(self.durable_index, self.last_index), index)
@@ -191,6 +219,7 @@ class ReplicatedLog:
             return
         self.base_epoch = self.epoch_at(upto) or self.base_epoch
         del self.entries[: upto - self.base_index]
+        self._forget_configs(lambda i: i <= upto)
         self.base_index = upto
 
     def describe(self) -> dict[str, Any]:
