@@ -110,6 +110,7 @@ class Node:
         self.epoch = epoch
         self.leader = Leader(self.reactor, self.rlog, epoch, 1, self.apply_committed)
         self.leader.observe_round = self.observe_round
+        self.leader.write_timeout = self.settings.write_timeout
         marker = self.leader.start()
         self.leader_info = {"node_id": self.node_id, "url": self.settings.url}
         ready = self.wait_applied(marker)
@@ -147,6 +148,7 @@ class Node:
                              self.node_id, self.settings.url, self.saw_epoch)
         self.leader.incarnation = self.identity.incarnation
         self.leader.observe_round = self.observe_round
+        self.leader.write_timeout = self.settings.write_timeout
         return self.leader.start(extra)
 
     def serving_as_leader(self) -> None:
@@ -278,7 +280,6 @@ class Node:
                 raise NotReady("a leader is being elected")
             return self._forward(commands)
         d = self.leader.propose(commands)
-        d.addTimeout(self.settings.write_timeout, self.reactor, self._write_timed_out)
         d.addErrback(_refused)
         return d
 
@@ -305,10 +306,6 @@ class Node:
 
         d.addCallbacks(lambda answer: answer["results"], failed)
         return d
-
-    @staticmethod
-    def _write_timed_out(result: object, timeout: float) -> object:
-        raise OutcomeUnknown(f"not committed within {timeout:g}s; it may still commit")
 
     # Applying
 

@@ -18,9 +18,14 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from kvd.errors import OutcomeUnknown
 from kvd.replication.log import ReplicatedLog
 from kvd.store import Command, noop_command
 from kvd.wal.recovery import LogEntry
+
+#: How often late proposals are looked for.
+SWEEP_SECONDS = 0.25
+DEFAULT_WRITE_TIMEOUT = 5.0
 
 #: Cap of commands in one log entry.
 MAX_BATCH_COMMANDS = 4096
@@ -31,10 +36,11 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 class Proposal:
     """A slice of a log entry that one caller is waiting for."""
 
-    __slots__ = ("commands", "done")
+    __slots__ = ("commands", "deadline", "done")
 
-    def __init__(self, commands: list[Command]) -> None:
+    def __init__(self, commands: list[Command], deadline: float) -> None:
         self.commands = commands
+        self.deadline = deadline
         self.done: Deferred[list[dict[str, Any]]] = Deferred()
 
 
@@ -94,6 +100,9 @@ class Leader:
         self.incarnation = ""
         self._on_higher_epoch = on_higher_epoch
         self._pending_reads: list[Deferred[int]] = []
+        #: Seconds before a proposal answers 504 (outcome unknown).
+        self.write_timeout = DEFAULT_WRITE_TIMEOUT
+        self._sweeper: Any = None
         #: Called with (commands, seconds from proposal to commit) per entry.
         self.observe_round: Callable[[int, float], None] | None = None
         self._proposed_at: dict[int, tuple[int, float]] = {}
@@ -127,6 +136,9 @@ class Leader:
     def stop(self) -> list[Proposal]:
         """Stop leading; returns the proposals whose fate is now unknown."""
         self.active = False
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
         if self._local_durable in self._log.on_durable:
             self._log.on_durable.remove(self._local_durable)
         for link in self.links.values():
@@ -142,12 +154,36 @@ class Leader:
         return orphans
 
     def propose(self, commands: list[Command]) -> Deferred[list[dict[str, Any]]]:
-        proposal = Proposal(commands)
+        """Fires with the commands' results once committed and applied, or fails with
+        OutcomeUnknown after ``write_timeout``: it may still commit later.
+        """
+        proposal = Proposal(commands, self._reactor.seconds() + self.write_timeout)
         self._queue.append(proposal)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._reactor.callLater(0, self._flush)
+        if self._sweeper is None:
+            self._sweeper = self._reactor.callLater(SWEEP_SECONDS, self._sweep)
         return proposal.done
+
+    def _sweep(self) -> None:
+        """Time out late proposals: one timer for all, not one per write."""
+        self._sweeper = None
+        if not self.active:
+            return
+        now = self._reactor.seconds()
+        pending = 0
+        for proposals in (self._queue, *self.waiting.values()):
+            for proposal in proposals:
+                if proposal.done.called:
+                    continue
+                if proposal.deadline <= now:
+                    proposal.done.errback(OutcomeUnknown(
+                        f"not committed within {self.write_timeout:g}s; it may still commit"))
+                else:
+                    pending += 1
+        if pending:
+            self._sweeper = self._reactor.callLater(SWEEP_SECONDS, self._sweep)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

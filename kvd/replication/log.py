@@ -83,10 +83,6 @@ class ReplicatedLog:
         """Bumped by every truncation: entries at an index may differ across it."""
         return self._generation
 
-    def version(self) -> tuple[int, ...]:
-        """Changes whenever the log's content may have: for caches derived from it."""
-        return (self.base_index, self.last_index, self._generation, len(self.entries))
-
     def epoch_at(self, index: int) -> int | None:
         """The epoch of the entry at ``index``; None if not held (or compacted away)."""
         if index == self.base_index:
