@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,10 +18,10 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from kvd.api.client import ClientAPI, Limits
-from kvd.api.peer import PeerAPI, Root
+from kvd.api.peer import PeerAPI
+from kvd.api.site import KvdSite, Root
 from kvd.config import NodeConfig
 from kvd.coord.bridge import ZooKeeperService
 from kvd.coord.cluster import ClusterCoordinator
@@ -35,21 +34,6 @@ from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
 from kvd.wal.recovery import Recovered, WalCorruption, recover
 from kvd.wal.writer import DEFAULT_SEGMENT_BYTES, WalWriter
-
-
-class QuietSite(Site):
-    """A Site that feeds request metrics instead of writing access log lines."""
-
-    noisy = False
-    metrics: Metrics | None = None
-
-    def getResourceFor(self, request: Any) -> Any:
-        request.kvd_started = time.monotonic()
-        return super().getResourceFor(request)
-
-    def log(self, request: Any) -> None:
-        if self.metrics is not None:
-            self.metrics.observe_request(request)
 
 
 class FatalNodeError(Exception):
@@ -131,9 +115,8 @@ class KvdService(MultiService):
         expose = os.environ.get("KVD_TESTING_EXPOSE_SESSION") == "1"
         self.peer_api = PeerAPI(lambda: self.node, session=self._zookeeper_session if expose
                                 else None)
-        self.site = QuietSite(Root(self.api.resource(), self.peer_api.resource()))
-        self.site.displayTracebacks = False
-        self.site.metrics = self.metrics
+        self.site = KvdSite(Root(self.api.resource(), self.peer_api.resource()),
+                            config.max_body_bytes, self.metrics)
         strports.service(config.listen, self.site).setServiceParent(self)
         self.coordinator: ClusterCoordinator | None = None
         self.peer: PeerClient | None = None

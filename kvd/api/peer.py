@@ -14,17 +14,16 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import IResource
 
 from kvd import errors
+from kvd.api.site import MAX_PEER_BODY
 from kvd.node import Node, Role
 from kvd.replication.leader import NotLeading
 from kvd.replication.peer import MSGPACK, PEER_PREFIX, decode, encode
 
 log = Logger()
 
-#: Snapshots travel through here: allow large bodies.
-MAX_PEER_BODY = 1024 * 1024 * 1024
 
 
 class PeerAPI:
@@ -132,18 +131,3 @@ class PeerAPI:
         if session is None:
             raise errors.NotReady("no ZooKeeper session")
         return self._reply(request, 200, {"session_id": session[0], "password": session[1]})
-
-
-class Root(Resource):
-    """Sends ``/peer/...`` to the peer API and everything else to the client API."""
-
-    def __init__(self, client: IResource, peer: IResource) -> None:
-        super().__init__()
-        self._client = client
-        self._peer = peer
-
-    def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
-        # Both are Klein resources that route on the whole path: hand the
-        # segment back so they see the path as it came.
-        request.postpath.insert(0, request.prepath.pop())
-        return self._peer if path == b"peer" else self._client

@@ -71,3 +71,17 @@ def test_bad_command_line_is_a_usage_error() -> None:
                              capture_output=True, timeout=60)
         assert run.returncode != 0
         assert b"Traceback" not in run.stderr + run.stdout
+
+
+def test_bad_requests_before_routing_get_json_errors(tmp_path: Any) -> None:
+    kvd = node(tmp_path, "--max-body-bytes", "1000").start()
+    try:
+        big = kvd.call("PUT", "/api/v1/keys/a", b"x" * 5000)
+        assert (big.status, big.body["error"]["code"]) == (413, "too_large")
+        bad_path = kvd.call("GET", "/api/v1/keys/%ff")
+        assert (bad_path.status, bad_path.body["error"]["code"]) == (400, "bad_request")
+        assert kvd.call("PUT", "/api/v1/keys/a", {"value": "ok"}).status == 200
+        assert kvd.call("GET", "/api/v1/keys/a").body["value"] == "ok"
+        assert "Traceback" not in kvd.log_tail(200)
+    finally:
+        kvd.stop()

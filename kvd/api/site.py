@@ -1,0 +1,124 @@
+"""
+The HTTP site of a node: client and peer APIs under one listener.
+
+Two things happen here before any route runs: a body announced larger than
+the limit is refused with 413 as soon as its headers arrive (not after it
+was buffered), and a path that is not UTF-8 gets the API's JSON 400.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+
+from kvd.metrics import Metrics
+
+#: Peer messages carry snapshots: their bodies may be this large.
+MAX_PEER_BODY = 1024 * 1024 * 1024
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}},
+                      separators=(",", ":")).encode() + b"\n"
+
+
+class _Discard:
+    """A body sink that keeps nothing."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, *args: Any) -> None:
+        pass
+
+    def read(self, *args: Any) -> bytes:
+        return b""
+
+    def tell(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class KvdRequest(Request):
+    """A request that does not buffer a body announced larger than the limit."""
+
+    too_large: int | None = None
+
+    def gotLength(self, length: int | None) -> None:
+        limit = self.channel.site.max_body_bytes
+        if self.uri.startswith(b"/peer/"):
+            limit = MAX_PEER_BODY
+        if length is not None and length > limit:
+            self.too_large = limit
+            self.content = _Discard()
+            return
+        super().gotLength(length)
+
+
+class KvdSite(Site):
+    """Feeds request metrics instead of writing access log lines (they cost more
+    than the request), and knows the body limit.
+    """
+
+    noisy = False
+    requestFactory = KvdRequest
+
+    def __init__(self, resource: IResource, max_body_bytes: int,
+                 metrics: Metrics | None = None) -> None:
+        super().__init__(resource)
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.displayTracebacks = False
+
+    def getResourceFor(self, request: Any) -> Any:
+        request.kvd_started = time.monotonic()
+        return super().getResourceFor(request)
+
+    def log(self, request: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_request(request)
+
+
+class _Refusal(Resource):
+    """An error answered before any route runs."""
+
+    isLeaf = True
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__()
+        self.status, self.code, self.message = status, code, message
+
+    def render(self, request: IRequest) -> bytes:
+        request.setResponseCode(self.status)
+        request.setHeader(b"Content-Type", b"application/json")
+        return _error_body(self.code, self.message)
+
+
+class Root(Resource):
+    """Sends ``/peer/...`` to the peer API and everything else to the client API."""
+
+    def __init__(self, client: IResource, peer: IResource) -> None:
+        super().__init__()
+        self._client = client
+        self._peer = peer
+
+    def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
+        limit = getattr(request, "too_large", None)
+        if limit is not None:
+            return _Refusal(413, "too_large", f"body larger than {limit} bytes")
+        try:
+            unquote_to_bytes(request.path).decode("utf-8")
+        except UnicodeDecodeError:
+            return _Refusal(400, "bad_request", "the path is not valid UTF-8")
+        # Both are Klein resources that route on the whole path: hand the
+        # segment back so they see the path as it came.
+        request.postpath.insert(0, request.prepath.pop())
+        return self._peer if path == b"peer" else self._client
