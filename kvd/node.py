@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, TimeoutError, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -107,11 +107,7 @@ class Node:
         epoch = self.rlog.promised_epoch + 1
         d = self.rlog.promise(epoch)
         self.role = Role.STANDALONE
-        self.epoch = epoch
-        self.leader = Leader(self.reactor, self.rlog, epoch, 1, self.apply_committed)
-        self.leader.observe_round = self.observe_round
-        self.leader.write_timeout = self.settings.write_timeout
-        marker = self.leader.start()
+        marker = self._start_leader(epoch, 1, [])
         self.leader_info = {"node_id": self.node_id, "url": self.settings.url}
         ready = self.wait_applied(marker)
 
@@ -142,14 +138,18 @@ class Node:
 
     def lead(self, epoch: int, write_quorum: int, extra: list[Command]) -> int:
         """Start leading ``epoch`` after sync: append the marker; returns its index."""
-        self.epoch = epoch
         self.role = Role.SYNCING
-        self.leader = Leader(self.reactor, self.rlog, epoch, write_quorum, self.apply_committed,
-                             self.node_id, self.settings.url, self.saw_epoch)
-        self.leader.incarnation = self.identity.incarnation
-        self.leader.observe_round = self.observe_round
-        self.leader.write_timeout = self.settings.write_timeout
-        return self.leader.start(extra)
+        return self._start_leader(epoch, write_quorum, extra)
+
+    def _start_leader(self, epoch: int, write_quorum: int, extra: list[Command]) -> int:
+        self.epoch = epoch
+        leader = Leader(self.reactor, self.rlog, epoch, write_quorum, self.apply_committed,
+                        self.node_id, self.settings.url, self.saw_epoch)
+        leader.incarnation = self.identity.incarnation
+        leader.observe_round = self.observe_round
+        leader.write_timeout = self.settings.write_timeout
+        self.leader = leader
+        return leader.start(extra)
 
     def serving_as_leader(self) -> None:
         self.role = Role.LEADER
@@ -316,7 +316,8 @@ class Node:
             entry = self.rlog.entry(index)
             results = self.store.apply(index, entry.commands)
             self._commands_since_snapshot += len(entry.commands)
-            for observer in self.on_applied:
+            # A copy: an observer may remove itself (a read waiting for a revision).
+            for observer in list(self.on_applied):
                 observer(index, entry.commands, results)
             if self.leader is not None:
                 self._answer(self.leader.waiting.pop(index, []), results)
@@ -420,7 +421,12 @@ class Node:
                 self.on_applied.remove(check)
                 d.callback(None)
 
-        d.addErrback(lambda f: (check in self.on_applied and self.on_applied.remove(check), f)[1])
+        def forget(failure: Failure) -> Failure:
+            if check in self.on_applied:
+                self.on_applied.remove(check)
+            return failure
+
+        d.addErrback(forget)
         self.on_applied.append(check)
         return d
 
@@ -466,4 +472,4 @@ def _read_timed_out(result: object, timeout: float) -> object:
     raise NotReady(f"the read could not be confirmed within {timeout:g}s")
 
 
-__all__ = ["Node", "NodeSettings", "Role", "TimeoutError"]
+__all__ = ["Node", "NodeSettings", "Role"]
