@@ -46,3 +46,24 @@ def test_a_read_waiting_on_a_leader_that_steps_down_gets_503(tmp_path: Any) -> N
     assert outcomes == []
     node.step_down("ZooKeeper session suspended")
     assert isinstance(outcomes[0], Failure) and outcomes[0].check(errors.NotReady)
+
+
+def test_min_revision_waits_for_the_follower_to_apply_it(tmp_path: Any) -> None:
+    from kvd.store import put_command
+    from kvd.wal.recovery import LogEntry
+
+    reactor = InlineReactor()
+    node = open_inline_node(str(tmp_path), reactor)
+    node.leader = None
+    node.role = Role.FOLLOWER
+    outcomes: list[Any] = []
+    node.read_barrier(False, node.store.revision + 1).addBoth(outcomes.append)
+    seen: list[int] = []
+    node.on_applied.append(lambda index, commands, results: seen.append(index))
+    assert outcomes == []
+    index = node.rlog.last_index + 1
+    node.rlog.append([LogEntry(node.epoch, index, [put_command(b"k", b"v", "r")])])
+    node.advance_follower_commit(index)
+    assert outcomes == [None]
+    # The waiting read removed itself while entries were applied; others still ran.
+    assert seen == [index]
