@@ -57,6 +57,8 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 if REPO_DIR not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, REPO_DIR)
 
+from wrk_report import WrkReportError, read_report  # noqa: E402
+
 from kvd.testing.cluster import Cluster  # noqa: E402
 from kvd.testing.process import KvdProcess, free_port, request, wait_for  # noqa: E402
 from kvd.testing.zookeeper import (  # noqa: E402
@@ -83,7 +85,6 @@ REFERENCE_ETCD_RPS = {
 TARGET_RATIO = 1.0
 #: Flag a line when other processes kept more than this many cores busy.
 BUSY_CORES = 0.25
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -169,29 +170,16 @@ class WrkResult:
         return ", ".join(parts)
 
 
-def _ms(number: str, unit: str) -> float:
-    return float(number) * _UNITS[unit]
-
 
 def parse_wrk(result: WrkResult, output: str) -> WrkResult:
     """Fill ``result`` from wrk's text report (run with ``--latency``)."""
     result.output = output
-    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h)", output)
-    if m is None:
-        raise BenchError(f"wrk ({result.system} {result.line}) printed no summary:\n{output}")
-    result.requests = int(m.group(1))
-    result.seconds = _ms(m.group(2), m.group(3)) / 1000
-    m = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    result.rps = float(m.group(1)) if m else 0.0
-    for pct, number, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m|h)\s*$", output,
-                                        re.MULTILINE):
-        result.latency_ms[f"p{pct}"] = round(_ms(number, unit), 3)
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    result.non_2xx = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    if m:
-        result.socket_errors = dict(zip(("connect", "read", "write", "timeout"),
-                                        map(int, m.groups()), strict=True))
+    try:
+        report = read_report(output, f"{result.system} {result.line}")
+    except WrkReportError as e:
+        raise BenchError(str(e)) from None
+    for name, value in report.items():
+        setattr(result, name, value)
     return result
 
 

@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+from wrk_report import WrkReportError, read_report
+
 from kvd.testing.process import KvdProcess, free_port, request, wait_for
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -52,7 +54,6 @@ TARGET_RESTART_SECONDS = 5.0
 BUSY_CORES = 0.25
 
 KEY_FORMAT = "k{:015d}"  # 16 bytes, the same as load.lua / write.lua / read.lua
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
 class BenchError(Exception):
@@ -90,31 +91,14 @@ class WrkResult:
         return self.non_2xx + sum(self.socket_errors.values())
 
 
-def _ms(number: str, unit: str) -> float:
-    """A wrk duration such as ``1.23ms`` in milliseconds."""
-    return float(number) * _UNITS[unit]
-
 
 def parse_wrk(name: str, output: str) -> WrkResult:
     """Read wrk's text report (run with ``--latency``)."""
-    result = WrkResult(name, output=output)
-    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h)", output)
-    if m is None:
-        raise BenchError(f"wrk ({name}) printed no summary:\n{output}")
-    result.requests = int(m.group(1))
-    result.seconds = _ms(m.group(2), m.group(3)) / 1000
-    m = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    result.rps = float(m.group(1)) if m else 0.0
-    for pct, number, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m|h)\s*$", output,
-                                        re.MULTILINE):
-        result.latency_ms[f"p{pct}"] = round(_ms(number, unit), 3)
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    result.non_2xx = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    if m:
-        result.socket_errors = dict(zip(("connect", "read", "write", "timeout"),
-                                        map(int, m.groups()), strict=True))
-    return result
+    try:
+        report = read_report(output, name)
+    except WrkReportError as e:
+        raise BenchError(str(e)) from None
+    return WrkResult(name, output=output, **report)
 
 
 class Runner:
