@@ -65,7 +65,7 @@ class ClusterCoordinator:
         self._busy = False
         self._again = False
         self._liveness: LoopingCall | None = None
-        self._leading_attempt = False
+        self._watching = False
         node.cluster_members = self.describe_members
         node.on_newer_epoch.append(self._newer_epoch)
 
@@ -167,8 +167,6 @@ class ClusterCoordinator:
             )
         await self._evaluate(generation)
 
-    _watching = False
-
     async def _config(self) -> dict[str, Any]:
         """Read (creating on first start) the config znode; join the voters if there is room."""
         path = self.path("config")
@@ -235,6 +233,12 @@ class ClusterCoordinator:
         try:
             await self.zk.create(path, data, ephemeral=True)
         except NodeExistsError:
+            stat = await self.zk.exists(path)
+            session = self.zk.client_id
+            if stat is not None and session is not None and stat.ephemeralOwner == session[0]:
+                # Ours, from this session: refresh it without making it vanish.
+                await self.zk.set(path, data)
+                return
             # Left by an earlier session of ours that has not expired yet.
             await self.zk.delete(path)
             await self.zk.create(path, data, ephemeral=True)
