@@ -319,6 +319,7 @@ class Node:
             # A copy: an observer may remove itself (a read waiting for a revision).
             for observer in list(self.on_applied):
                 observer(index, entry.commands, results)
+            entry.release()
             if self.leader is not None:
                 self._answer(self.leader.waiting.pop(index, []), results)
         self._release_applied_waiters()

@@ -59,6 +59,7 @@ def recover_store(data_dir: DataDir, node_id: str | None,
         if entry.index > recovered.commit_mark:
             break
         store.apply(entry.index, entry.commands)
+        entry.release()
     return recovered, store, identity
 
 

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
-from werkzeug.routing import RequestRedirect
+from werkzeug.routing import PathConverter, RequestRedirect
 
 from kvd import errors
 from kvd.api.openapi import spec as openapi_spec
@@ -53,10 +53,17 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
 
 
+class KeyConverter(PathConverter):
+    """A key in a path: like ``path``, but any character, newlines included."""
+
+    regex = r"[^/][\s\S]*?"
+
+
 class ClientAPI:
     """Routes of ``/api/v1`` and the health endpoints."""
 
     app = Klein()
+    app.url_map.converters["key"] = KeyConverter
 
     def __init__(self, node: Callable[[], Node | None], limits: Limits = Limits(),
                  metrics: Metrics | None = None) -> None:
@@ -251,7 +258,7 @@ class ClientAPI:
 
     # Keys
 
-    @app.route("/api/v1/keys/<path:key>", methods=["PUT"])
+    @app.route("/api/v1/keys/<key:key>", methods=["PUT"])
     async def put(self, request: IRequest, key: str) -> bytes:
         encoded = self._key(key)
         body = self._body(request)
@@ -272,7 +279,7 @@ class ClientAPI:
     def empty_key(self, request: IRequest) -> bytes:
         raise errors.BadRequest("'key' must not be empty")
 
-    @app.route("/api/v1/keys/<path:key>", methods=["DELETE"])
+    @app.route("/api/v1/keys/<key:key>", methods=["DELETE"])
     async def delete(self, request: IRequest, key: str) -> bytes:
         encoded = self._key(key)
         prev = _int_query(request, "prev_revision")
@@ -293,7 +300,7 @@ class ClientAPI:
             raise errors.KeyNotFound(f"key not found: {key}", key=key)
         raise errors.KvdError(f"unexpected result {result!r}")
 
-    @app.route("/api/v1/keys/<path:key>", methods=["GET"])
+    @app.route("/api/v1/keys/<key:key>", methods=["GET"])
     async def get(self, request: IRequest, key: str) -> bytes:
         encoded = self._key(key)
         node = await self._barrier(request)

@@ -105,7 +105,7 @@ class ReplicatedLog:
         if entries[0].index != self.last_index + 1:
             raise FatalLogError(f"append of {entries[0].index} after {self.last_index}")
         # Encode first: an entry that cannot be written must not be in memory either.
-        records = [record.entry(e.epoch, e.index, e.commands) for e in entries]
+        records = [record.entry(e.epoch, e.index, e.packed) for e in entries]
         self.entries.extend(entries)
         self.config_indexes.extend(e.index for e in entries if _has_config(e))
         last = entries[-1].index

@@ -44,11 +44,13 @@ def decode(data: bytes) -> Any:
 
 
 def entries_to_wire(entries: list[LogEntry]) -> list[list[Any]]:
-    return [[e.epoch, e.index, e.commands] for e in entries]
+    """Entries travel with their commands packed as they are in the WAL."""
+    return [[e.epoch, e.index, e.packed] for e in entries]
 
 
 def entries_from_wire(raw: list[list[Any]]) -> list[LogEntry]:
-    return [LogEntry(int(epoch), int(index), commands) for epoch, index, commands in raw]
+    return [LogEntry(int(epoch), int(index), packed=bytes(packed))
+            for epoch, index, packed in raw]
 
 
 class _QuietClientFactory(_HTTP11ClientFactory):

@@ -40,8 +40,11 @@ def unpack_payload(body: bytes) -> list[Any]:
     return msgpack.unpackb(body, raw=False, strict_map_key=False)
 
 
-def entry(epoch: int, index: int, commands: list[dict[str, Any]]) -> bytes:
-    return pack([RecordType.ENTRY, epoch, index, commands])
+def entry(epoch: int, index: int, packed_commands: bytes) -> bytes:
+    """An entry record around commands already packed: they are not encoded again."""
+    body = (b"\x94" + msgpack.packb(RecordType.ENTRY) + msgpack.packb(epoch)
+            + msgpack.packb(index) + packed_commands)
+    return HEADER.pack(len(body), crc32c.crc32c(body)) + body
 
 
 def promise(epoch: int) -> bytes:

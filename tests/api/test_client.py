@@ -75,6 +75,13 @@ def test_put_get_cas_delete(client: Client) -> None:
     assert client.call("GET", "/api/v1/keys/x/y")[1]["error"]["code"] == "key_not_found"
 
 
+def test_a_key_with_a_newline_is_addressable(client: Client) -> None:
+    assert client.call("PUT", "/api/v1/keys/a%0Ab", b'{"value":"v"}')[0] == 200
+    assert client.call("GET", "/api/v1/keys/a%0Ab")[1]["key"] == "a\nb"
+    assert client.call("POST", "/api/v1/", b'{"key":"c\\nd","value":"w"}')[0] == 200
+    assert client.call("DELETE", "/api/v1/keys/c%0Ad")[0] == 200
+
+
 def test_idempotency_key_returns_the_first_result(client: Client) -> None:
     headers = {b"Idempotency-Key": [b"abc"]}
     first = client.call("PUT", "/api/v1/keys/k", b'{"value":"v"}', headers)

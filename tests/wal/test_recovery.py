@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,16 +41,18 @@ def last_segment(path: str) -> str:
 
 
 def test_record_round_trip_and_torn_tail_detection() -> None:
-    data = record.entry(1, 1, [{"op": "noop"}]) + record.promise(3)
+    commands = [{"op": "put", "k": b"k", "v": b"v", "rid": "r"}]
+    data = record.entry(1, 7, msgpack.packb(commands, use_bin_type=True)) + record.promise(3)
     records, bad = record.read_records(data)
     assert bad is None
-    assert [p[0] for _, p in records] == [record.RecordType.ENTRY, record.RecordType.PROMISE]
+    assert [p for _, p in records] == [[record.RecordType.ENTRY, 1, 7, commands],
+                                       [record.RecordType.PROMISE, 3]]
     _, bad = record.read_records(data + b"\x07garbage")
     assert bad is not None and bad.at_tail and bad.offset == len(data)
 
 
 def test_flipped_byte_before_a_valid_record_is_not_a_tail() -> None:
-    first = bytearray(record.entry(1, 1, [{"op": "noop"}]))
+    first = bytearray(record.entry(1, 1, msgpack.packb([{"op": "noop"}])))
     first[-1] ^= 0xFF
     _, bad = record.read_records(bytes(first) + record.promise(2))
     assert bad is not None and bad.offset == 0 and not bad.at_tail
