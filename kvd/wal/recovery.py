@@ -65,7 +65,8 @@ class LogEntry:
 
     def release(self) -> None:
         """Keep only the packed form (the entry was applied)."""
-        self.packed  # noqa: B018 - make sure the packed form exists first
+        if self._packed is None:
+            self._packed = msgpack.packb(self._commands, use_bin_type=True)
         self._commands = None
 
     def __eq__(self, other: object) -> bool:
