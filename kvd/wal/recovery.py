@@ -65,8 +65,7 @@ class LogEntry:
 
     def release(self) -> None:
         """Keep only the packed form (the entry was applied)."""
-        if self._packed is None:
-            self._packed = msgpack.packb(self._commands, use_bin_type=True)
+        self._packed = self.packed
         self._commands = None
 
     def __eq__(self, other: object) -> bool:
