@@ -27,6 +27,7 @@ from kvd.replication.peer import NotDelivered, PeerClient, PeerError
 from kvd.roles import Role
 from kvd.store import Command, Result, Store
 from kvd.ttl import ExpiryScheduler
+from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
 
 
@@ -254,17 +255,22 @@ class Node:
     def log_has_config(self) -> bool:
         return bool(self.rlog.config_indexes) or bool(self.snapshot_voters)
 
-    def read_snapshot_file(self) -> Deferred[bytes | None]:
-        data_dir = self.data_dir
-        if data_dir is None or not data_dir.snapshot_indexes():
+    def read_snapshot_file(self) -> Deferred[tuple[int, int, bytes] | None]:
+        """The newest snapshot as on disk, with its (epoch, index); read off the reactor."""
+        if self.data_dir is None:
             return succeed(None)
-        path = data_dir.snapshot_path(data_dir.snapshot_indexes()[-1])
+        return deferToThread(snapshot.read_newest_raw, self.data_dir)
 
-        def read() -> bytes:
-            with open(path, "rb") as f:
-                return f.read()
-
-        return deferToThread(read)
+    async def install_snapshot_data(self, data: bytes) -> snapshot.Snapshot:
+        """Make a snapshot received from a peer our base and our store (safety rule 11)."""
+        assert self.data_dir is not None
+        decoded = await deferToThread(snapshot.write_raw, self.data_dir, data)
+        store = await deferToThread(Store.from_snapshot, decoded.store,
+                                    history=self.store.history_limit)
+        await self.rlog.install_snapshot(decoded.epoch, decoded.index)
+        self.adopt_snapshot_meta(decoded.meta)
+        self.replace_store(store)
+        return decoded
 
     # Writes
 

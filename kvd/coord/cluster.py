@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from kazoo.exceptions import NodeExistsError, NoNodeError
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -381,24 +381,13 @@ class ClusterCoordinator:
             stream = self.streams.get(node_id)
             if stream is None:
                 stream = FollowerStream(leader, self.node.rlog, self.peer, node_id,
-                                        member.get("url"), is_voter, self._snapshot_for_stream)
+                                        member.get("url"), is_voter, self.node.read_snapshot_file)
                 self.streams[node_id] = stream
                 leader.links[node_id] = stream
                 stream.start()
             else:
                 stream.url = member.get("url") or stream.url
                 stream.voter = is_voter
-
-    def _snapshot_for_stream(self) -> Deferred[tuple[int, int, bytes] | None]:
-        from kvd.wal import snapshot
-
-        def parsed(data: bytes | None) -> tuple[int, int, bytes] | None:
-            if data is None:
-                return None
-            decoded = snapshot.decode(data)
-            return decoded.epoch, decoded.index, data
-
-        return self.node.read_snapshot_file().addCallback(parsed)
 
     def _check_quorum(self) -> None:
         leader = self.node.leader

@@ -13,14 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import DeferredLock
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from kvd.replication.log import FatalLogError
 from kvd.replication.peer import entries_from_wire, entries_to_wire
 from kvd.roles import Role
-from kvd.store import Store
-from kvd.wal import snapshot
 
 if TYPE_CHECKING:
     from kvd.node import Node
@@ -162,17 +159,10 @@ class Follower:
         await self._promise(epoch)
         node = self.node
         node.follow(epoch, message["node_id"], message["url"])
-        snap_epoch, snap_index = message["snapshot_epoch"], message["snapshot_index"]
+        snap_index = message["snapshot_index"]
         if snap_index <= node.store.applied_index:
             return {"ok": True, "index": snap_index, "promised": epoch}
-        data: bytes = message["data"]
-        await deferToThread(snapshot.write_raw, node.data_dir, snap_index, data)
-        decoded = await deferToThread(snapshot.decode, data)
-        store = await deferToThread(Store.from_snapshot, decoded.store,
-                                    history=node.store.history_limit)
-        await node.rlog.install_snapshot(snap_epoch, snap_index)
-        node.adopt_snapshot_meta(decoded.meta)
-        node.replace_store(store)
+        await node.install_snapshot_data(message["data"])
         self.log.info("Installed a snapshot at index {index} from the leader", index=snap_index)
         refusal = self._still_promised(epoch)
         if refusal is not None:
@@ -188,10 +178,10 @@ class Follower:
         rlog = self.node.rlog
         first = message["from"]
         if first <= rlog.base_index:
-            data = await self.node.read_snapshot_file()
-            if data is None:
+            found = await self.node.read_snapshot_file()
+            if found is None:
                 return {"ok": False, "reject": "no snapshot to send"}
-            return {"ok": True, "snapshot": data, "entries": []}
+            return {"ok": True, "snapshot": found[2], "entries": []}
         last = min(rlog.last_index, first + FETCH_LIMIT - 1)
         return {"ok": True, "entries": entries_to_wire(rlog.entries_between(first, last)),
                 "last": list(rlog.last)}

@@ -13,12 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from kvd.replication.peer import PeerClient, entries_from_wire
-from kvd.store import Store
-from kvd.wal import snapshot
 
 if TYPE_CHECKING:
     from kvd.node import Node
@@ -108,15 +105,7 @@ async def _fetch_log(node: Node, epoch: int, url: str, target: tuple[int, int],
         if not reply.get("ok"):
             raise SyncFailed(f"fetch from {url} refused: {reply.get('reject')}")
         if reply.get("snapshot") is not None:
-            data: bytes = reply["snapshot"]
-            decoded = await deferToThread(snapshot.decode, data)
-            assert node.data_dir is not None
-            await deferToThread(snapshot.write_raw, node.data_dir, decoded.index, data)
-            store = await deferToThread(Store.from_snapshot, decoded.store,
-                                    history=node.store.history_limit)
-            await rlog.install_snapshot(decoded.epoch, decoded.index)
-            node.adopt_snapshot_meta(decoded.meta)
-            node.replace_store(store)
+            decoded = await node.install_snapshot_data(reply["snapshot"])
             first = decoded.index + 1
             continue
         entries = entries_from_wire(reply["entries"])

@@ -44,15 +44,33 @@ def encode(snapshot: Snapshot) -> bytes:
     return HEADER.pack(len(body), crc32c.crc32c(body)) + body
 
 
-def decode(data: bytes) -> Snapshot:
+def _checked_body(data: bytes) -> bytes:
     if len(data) < HEADER.size:
         raise ValueError("snapshot shorter than its header")
     length, checksum = HEADER.unpack_from(data)
     body = data[HEADER.size :]
     if len(body) != length or crc32c.crc32c(body) != checksum:
         raise ValueError("snapshot checksum or length mismatch")
-    obj = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    return body
+
+
+def decode(data: bytes) -> Snapshot:
+    obj = msgpack.unpackb(_checked_body(data), raw=False, strict_map_key=False)
     return Snapshot(obj["epoch"], obj["index"], obj["store"], obj.get("meta", {}))
+
+
+def position(data: bytes) -> tuple[int, int]:
+    """A snapshot's (epoch, index), without decoding the store it holds."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(_checked_body(data))
+    found: dict[str, int] = {}
+    for _ in range(unpacker.read_map_header()):
+        key = unpacker.unpack()
+        if key in ("epoch", "index"):
+            found[key] = unpacker.unpack()
+        else:
+            unpacker.skip()
+    return found["epoch"], found["index"]
 
 
 def write(data_dir: DataDir, snapshot: Snapshot) -> str:
@@ -64,12 +82,21 @@ def write(data_dir: DataDir, snapshot: Snapshot) -> str:
     return path
 
 
-def write_raw(data_dir: DataDir, index: int, data: bytes) -> str:
-    """Install a snapshot received from a leader, after checking it. Blocking."""
-    decode(data)
-    path = data_dir.snapshot_path(index)
-    data_dir.write_atomically(path, data)
-    return path
+def write_raw(data_dir: DataDir, data: bytes) -> Snapshot:
+    """Check a snapshot received from a peer, write it durably; returns it decoded. Blocking."""
+    decoded = decode(data)
+    data_dir.write_atomically(data_dir.snapshot_path(decoded.index), data)
+    return decoded
+
+
+def read_newest_raw(data_dir: DataDir) -> tuple[int, int, bytes] | None:
+    """The newest snapshot file as it is on disk, with its (epoch, index). Blocking."""
+    indexes = data_dir.snapshot_indexes()
+    if not indexes:
+        return None
+    with open(data_dir.snapshot_path(indexes[-1]), "rb") as f:
+        data = f.read()
+    return (*position(data), data)
 
 
 def load_newest(data_dir: DataDir) -> Snapshot | None:

@@ -24,7 +24,6 @@ from kvd import node as node_module
 from kvd.errors import NotReady, OutcomeUnknown
 from kvd.node import Node, Role
 from kvd.replication import follower as follower_module
-from kvd.replication import sync as sync_module
 from kvd.replication.leader import Leader, NotLeading
 from kvd.replication.log import FatalLogError
 from kvd.replication.peer import NotDelivered
@@ -62,8 +61,8 @@ VOTERS = ("a", "b", "c")
 @pytest.fixture(autouse=True)
 def no_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Snapshot files are read and written on the calling thread; WALs closed after."""
-    for module in (follower_module, sync_module, node_module):
-        monkeypatch.setattr(module, "deferToThread", inline_defer_to_thread)
+    # Snapshot files are read and installed through the node only.
+    monkeypatch.setattr(node_module, "deferToThread", inline_defer_to_thread)
     yield
     close_all()
 

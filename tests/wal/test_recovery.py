@@ -201,3 +201,19 @@ def test_random_operations_match_a_dict_model_through_restarts(tmp_path_factory:
         actual = {kv.key: (kv.value, kv.mod_revision) for kv in node.store.range()}
         assert actual == model
         assert node.store.revision == revision
+
+
+def test_snapshot_position_is_read_without_the_store(tmp_path: Any) -> None:
+    from kvd.store import Store
+    from kvd.wal import snapshot
+
+    store = Store()
+    store.apply(1, [put_command(b"k", b"v", "r")])
+    data = snapshot.encode(snapshot.Snapshot(3, 41, store.snapshot_state(), {"voters": []}))
+    assert snapshot.position(data) == (3, 41)
+    data_dir = DataDir(str(tmp_path))
+    data_dir.create()
+    assert snapshot.write_raw(data_dir, data).index == 41
+    assert snapshot.read_newest_raw(data_dir) == (3, 41, data)
+    with pytest.raises(ValueError):
+        snapshot.position(data[:-1])
