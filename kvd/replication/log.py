@@ -217,11 +217,3 @@ class ReplicatedLog:
         del self.entries[: upto - self.base_index]
         self._forget_configs(lambda i: i <= upto)
         self.base_index = upto
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "base": [self.base_epoch, self.base_index],
-            "last": list(self.last),
-            "commit_index": self.commit_index,
-            "promised_epoch": self.promised_epoch,
-        }

@@ -194,7 +194,3 @@ class FollowerStream:
         self.log.debug("Message to {node_id} failed: {error}", node_id=self.node_id,
                        error=failure.getErrorMessage())
         self._schedule(RETRY_SECONDS)
-
-    def describe(self) -> dict[str, Any]:
-        return {"node_id": self.node_id, "url": self.url, "voter": self.voter,
-                "match_index": self.match_index, "next_index": self.next_index}

@@ -137,9 +137,6 @@ class WalWriter:
     def active_segment(self) -> int:
         return self._segments[-1].name if self._segments else -1
 
-    def segments(self) -> list[Segment]:
-        return list(self._segments)
-
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         if self._lazy:
