@@ -55,10 +55,6 @@ class FatalNodeError(Exception):
     """The node found its state unsafe to go on with."""
 
 
-def recovered_torn(outcome: tuple[Recovered, Store, Identity]) -> bool:
-    return outcome[0].torn_tail
-
-
 def recover_store(data_dir: DataDir, node_id: str | None,
                   history: int = DEFAULT_HISTORY) -> tuple[Recovered, Store, Identity]:
     """Read the data dir back: log, store as of the last commit mark, identity. Blocking."""
@@ -179,7 +175,7 @@ class KvdService(MultiService):
         self.node.data_dir = self.data_dir
         self.node.load_torn_marker()
         self.node.on_fatal = lambda message: self._fatal(Failure(FatalNodeError(message)))
-        if recovered_torn(outcome):
+        if outcome[0].torn_tail:
             self.node.mark_torn()
         if self.config.standalone:
             return self.node.become_standalone()
