@@ -4,11 +4,18 @@ A node's role and its way of serving writes and reads.
 The node owns the store and the replicated log. As leader (or standalone, a
 leader of one) it proposes writes through ``Leader``; as follower it forwards
 them. Committed entries are applied here, in index order, and only here.
+
+Role changes have one owner: the transition methods below (``looking``,
+``syncing``, ``lead``, ``serving_as_leader``, ``follow``, ``step_down`` and
+the ZooKeeper session ones). They keep the invariants in one place: a node is
+a candidate or leader only for ``epoch == promised_epoch``; leaving a role
+cancels its timers, answers its pending writes (504) and leaves the node
+``looking``, from where the election runs again. Nobody else assigns
+``role``, ``epoch``, ``leader_info`` or ``unavailable``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +36,17 @@ from kvd.store import Command, Result, Store
 from kvd.ttl import ExpiryScheduler
 from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
+
+#: Unavailability reasons that the ZooKeeper session's recovery clears.
+_SESSION_REASONS = ("waiting for ZooKeeper", "ZooKeeper session")
+
+
+class Superseded(Exception):
+    """This node promised a newer epoch than the one it was to sync or lead."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"this node promised epoch {epoch} meanwhile")
+        self.epoch = epoch
 
 
 @dataclass(frozen=True)
@@ -59,8 +77,12 @@ class Node:
         settings: NodeSettings,
         store: Store,
         replicated_log: ReplicatedLog,
+        data_dir: DataDir | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         self.reactor = reactor
+        #: Durations (TTLs, write deadlines, liveness): monotonic in production.
+        self.clock = clock if clock is not None else reactor
         self.identity = identity
         self.settings = settings
         self.store = store
@@ -78,13 +100,14 @@ class Node:
         self.snapshotter: Callable[[], object] | None = None
         self._last_snapshot_index = store.applied_index
         self._commands_since_snapshot = 0
-        #: Dropped a torn tail and has not acknowledged entries from a leader since.
-        self.torn_unacked = False
+        self.data_dir = data_dir
+        #: Dropped a torn tail and has not acknowledged entries from a leader since;
+        #: the flag file was written before the tail was cut (recovery, rule 5).
+        self.torn_unacked = data_dir is not None and data_dir.torn_tail_marked()
         #: Voters from the ZooKeeper config znode; only used while the log has none.
         self.bootstrap_voters: dict[str, str] = {}
         self.snapshot_voters: dict[str, str] = {}
         self._voters_cache: tuple[tuple[int, int], dict[str, str]] | None = None
-        self.data_dir: DataDir | None = None
         self.peer: PeerClient | None = None
         self.follower = Follower(self)
         self._read_batch: Deferred[int] | None = None
@@ -101,12 +124,12 @@ class Node:
     def node_id(self) -> str:
         return self.identity.node_id
 
-    # Roles
+    # Roles: the only place they change
 
     def become_standalone(self) -> Deferred[None]:
         """Lead a cluster of one: take the next epoch and commit its marker."""
         epoch = self.rlog.promised_epoch + 1
-        d = self.rlog.promise(epoch)
+        d = self.rlog.promise(epoch, self.node_id)
         self.role = Role.STANDALONE
         marker = self._start_leader(epoch, 1, [])
         self.leader_info = {"node_id": self.node_id, "url": self.settings.url}
@@ -122,11 +145,17 @@ class Node:
         d.addCallback(serving)
         return d
 
-    def step_down(self, reason: str, role: Role = Role.LOOKING) -> None:
-        """Stop leading; writes in flight answer 504 (outcome unknown)."""
+    def _check_promised(self, epoch: int) -> None:
+        if self.rlog.promised_epoch != epoch or self.rlog.promised_leader != self.node_id:
+            raise Superseded(self.rlog.promised_epoch)
+
+    def step_down(self, reason: str) -> None:
+        """Stop syncing or leading; writes in flight answer 504 (outcome unknown)."""
         if self.role in (Role.LEADER, Role.SYNCING):
-            self.role = role
+            self.role = Role.LOOKING
             self.leader_info = None
+            if self.unavailable is None:
+                self.unavailable = f"no leader: {reason}"
         if self.leader is None:
             return
         self.log.info("Stepping down from epoch {epoch}: {reason}", epoch=self.epoch,
@@ -137,38 +166,65 @@ class Node:
             if not proposal.done.called:
                 proposal.done.errback(OutcomeUnknown(reason))
 
-    def lead(self, epoch: int, write_quorum: int, extra: list[Command]) -> int:
-        """Start leading ``epoch`` after sync: append the marker; returns its index."""
+    def looking(self, reason: str) -> None:
+        """No role: not leading, not following anyone; the election may run."""
+        self.step_down(reason)
+        if self.role == Role.FOLLOWER:
+            self.role = Role.LOOKING
+            self.leader_info = None
+        if self.role != Role.STANDALONE:
+            self.unavailable = reason
+
+    def syncing(self, epoch: int) -> None:
+        """Elected with ``epoch``, promised to ourselves: sync before leading."""
+        self._check_promised(epoch)
+        self.step_down(f"syncing epoch {epoch}")
         self.role = Role.SYNCING
+        self.epoch = epoch
+        self.leader_info = None
+        self.unavailable = "electing a leader"
+
+    def lead(self, epoch: int, write_quorum: int, extra: list[Command]) -> int:
+        """Start leading ``epoch`` after sync: append the marker; returns its index.
+
+        Raises ``Superseded`` if this node promised a newer epoch meanwhile (rule 1).
+        """
+        self._check_promised(epoch)
+        if self.role != Role.SYNCING or self.epoch != epoch:
+            raise Superseded(self.epoch)
         return self._start_leader(epoch, write_quorum, extra)
 
     def _start_leader(self, epoch: int, write_quorum: int, extra: list[Command]) -> int:
         self.epoch = epoch
         leader = Leader(self.reactor, self.rlog, epoch, write_quorum, self.apply_committed,
-                        self.node_id, self.settings.url, self.saw_epoch)
+                        self.node_id, self.settings.url, self.saw_epoch, clock=self.clock)
         leader.incarnation = self.identity.incarnation
         leader.observe_round = self.observe_round
         leader.write_timeout = self.settings.write_timeout
         self.leader = leader
         return leader.start(extra)
 
-    def serving_as_leader(self) -> None:
+    def serving_as_leader(self, epoch: int) -> None:
+        """The marker of ``epoch`` committed and ``leader`` is written: serve."""
+        self._check_promised(epoch)
+        if self.leader is None or self.epoch != epoch:
+            raise Superseded(self.epoch)
         self.role = Role.LEADER
         self.unavailable = None
         self.expiry.start()
         self.leader_info = {"node_id": self.node_id, "url": self.settings.url}
 
     def saw_epoch(self, epoch: int) -> None:
-        """A newer epoch exists: a leader of an older one stops at once (rule 1)."""
-        if epoch > self.epoch and self.leader is not None:
+        """A newer epoch exists: a leader or candidate of an older one stops at once (rule 1)."""
+        if epoch > self.epoch and self.role in (Role.LEADER, Role.SYNCING):
             self.step_down(f"epoch {epoch} superseded ours ({self.epoch})")
         for callback in list(self.on_newer_epoch):
             callback(epoch)
 
     def follow(self, epoch: int, leader_id: str, url: str) -> None:
-        if self.leader is not None and epoch > self.epoch:
+        if self.role in (Role.LEADER, Role.SYNCING) and epoch > self.epoch:
             self.step_down(f"following {leader_id} at epoch {epoch}")
-        if self.leader is None:
+        if self.leader is None and self.role != Role.SYNCING:
             if self.role != Role.FOLLOWER or self.epoch != epoch:
                 self.log.info("Following {leader} at epoch {epoch}", leader=leader_id,
                               epoch=epoch)
@@ -176,6 +232,41 @@ class Node:
             self.epoch = epoch
             self.leader_info = {"node_id": leader_id, "url": url}
             self.unavailable = None
+
+    def leader_announced(self, info: dict[str, Any] | None) -> None:
+        """The ``leader`` znode changed (None: deleted)."""
+        if self.leader is not None or self.role == Role.SYNCING:
+            return
+        if info is None:
+            if self.role == Role.FOLLOWER:
+                self.role = Role.LOOKING
+            self.leader_info = None
+        elif info["epoch"] >= self.rlog.promised_epoch:
+            self.leader_info = {"node_id": info["node_id"], "url": info["url"]}
+
+    def session_waiting(self, reason: str) -> None:
+        """Not connected to ZooKeeper yet."""
+        self.unavailable = reason
+
+    def session_suspended(self) -> None:
+        """ZooKeeper's session is suspended: a leader or candidate stops taking writes."""
+        if self.leader is not None or self.role == Role.SYNCING:
+            self.step_down("ZooKeeper session suspended")
+            self.unavailable = "ZooKeeper session suspended; waiting to reconnect"
+
+    def session_lost(self) -> None:
+        self.step_down("ZooKeeper session lost")
+        if self.role == Role.FOLLOWER:
+            self.role = Role.LOOKING
+
+    def session_connected(self) -> None:
+        if self.unavailable and self.unavailable.startswith(_SESSION_REASONS):
+            self.unavailable = None if self.role == Role.FOLLOWER else "looking for a leader"
+
+    def learner_waiting(self, reason: str) -> None:
+        """A node that cannot stand for election yet says why it does not serve writes."""
+        if self.role != Role.FOLLOWER:
+            self.unavailable = reason
 
     def advance_follower_commit(self, commit_index: int) -> None:
         if commit_index > self.rlog.commit_index:
@@ -190,31 +281,13 @@ class Node:
 
     # Forgetful disks (safety rule 5)
 
-    def _torn_marker(self) -> str | None:
-        return None if self.data_dir is None else os.path.join(self.data_dir.root, "torn-tail")
-
-    def load_torn_marker(self) -> None:
-        """Read the marker once at start; afterwards the flag in memory is the truth."""
-        marker = self._torn_marker()
-        self.torn_unacked = marker is not None and os.path.exists(marker)
-
-    def mark_torn(self) -> None:
-        """Dropped a torn tail: not counted in R until it acknowledges entries again."""
-        self.torn_unacked = True
-        marker = self._torn_marker()
-        if marker is not None:
-            with open(marker, "w") as f:
-                f.write("dropped a torn WAL tail; not counted in a sync quorum yet\n")
-                f.flush()
-                os.fsync(f.fileno())
-
     def clear_torn(self) -> None:
+        """Acknowledged entries from a leader: counted in R again."""
         if not self.torn_unacked:
             return
         self.torn_unacked = False
-        marker = self._torn_marker()
-        if marker is not None and os.path.exists(marker):
-            os.unlink(marker)
+        if self.data_dir is not None:
+            self.data_dir.clear_torn_tail()
 
     def adopt_snapshot_meta(self, meta: dict[str, Any]) -> None:
         """Voters recorded with a snapshot: the log's config before its base."""
@@ -327,7 +400,7 @@ class Node:
                 observer(index, entry.commands, results)
             entry.release()
             if self.leader is not None:
-                self._answer(self.leader.waiting.pop(index, []), results)
+                self.leader.answer(index, results)
         self._release_applied_waiters()
         if self.snapshotter is not None and (
             self.store.applied_index - self._last_snapshot_index
@@ -337,15 +410,6 @@ class Node:
             self._last_snapshot_index = self.store.applied_index
             self._commands_since_snapshot = 0
             self.snapshotter()
-
-    @staticmethod
-    def _answer(proposals: list[Any], results: list[Result]) -> None:
-        position = 0
-        for proposal in proposals:
-            count = len(proposal.commands)
-            if not proposal.done.called:
-                proposal.done.callback(results[position : position + count])
-            position += count
 
     def wait_applied(self, index: int) -> Deferred[None]:
         """Fires once the store has applied ``index``."""
@@ -372,6 +436,9 @@ class Node:
     def read_barrier(self, linearizable: bool, min_revision: int = 0) -> Deferred[None]:
         """Fires when a local read reflects what the caller asked for."""
         if linearizable:
+            if self.unavailable is not None:
+                # Starting, electing, or cut off from ZooKeeper: nothing to confirm with.
+                raise NotReady(self.unavailable)
             if self.role == Role.STANDALONE and self.leader is not None:
                 d = self.wait_applied(self.rlog.commit_index)
             elif self.role == Role.LEADER and self.leader is not None:
@@ -385,7 +452,8 @@ class Node:
                 raise NotReady(self.unavailable or "no leader to confirm a linearizable read")
         else:
             d = succeed(None)
-        if min_revision > self.store.revision and self.leader is not None \
+        if min_revision > self.store.revision and self.unavailable is None \
+                and self.role in (Role.LEADER, Role.STANDALONE) \
                 and self.rlog.commit_index == self.store.applied_index:
             # The leader has applied all it committed: no client can have seen this.
             raise BadRequest(f"min_revision {min_revision} is a future revision "

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from kvd.api.client import ClientAPI, Limits
 from kvd.api.peer import PeerAPI
 from kvd.api.site import KvdSite, Root
+from kvd.clock import MonotonicClock
 from kvd.config import NodeConfig
 from kvd.coord.bridge import ZooKeeperService
 from kvd.coord.cluster import ClusterCoordinator
@@ -84,6 +85,7 @@ def open_node(
     pool: Any = None,
     observe_batch: Callable[[int, float], None] | None = None,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    clock: Any = None,
 ) -> tuple[Node, WalWriter]:
     """A node over recovered state, with its WAL writer started."""
     recovered, store, identity = outcome
@@ -91,7 +93,8 @@ def open_node(
                        pool=pool, observe_batch=observe_batch, segment_bytes=segment_bytes)
     writer.start()
     writer.open_last()
-    node = Node(reactor, identity, settings, store, ReplicatedLog(writer, recovered))
+    node = Node(reactor, identity, settings, store, ReplicatedLog(writer, recovered),
+                data_dir=data_dir, clock=clock)
     if recovered.snapshot is not None:
         node.adopt_snapshot_meta(recovered.snapshot.meta)
     Node.log.info(
@@ -168,15 +171,11 @@ class KvdService(MultiService):
         )
         self.node, self.writer = open_node(
             self.reactor, self.data_dir, outcome, settings, self.config.fsync, self._fatal,
-            observe_batch=self.metrics.observe_wal_batch,
+            observe_batch=self.metrics.observe_wal_batch, clock=MonotonicClock(self.reactor),
         )
         self.node.observe_round = self.metrics.observe_round
         self.node.snapshotter = self.take_snapshot
-        self.node.data_dir = self.data_dir
-        self.node.load_torn_marker()
         self.node.on_fatal = lambda message: self._fatal(Failure(FatalNodeError(message)))
-        if outcome[0].torn_tail:
-            self.node.mark_torn()
         if self.config.standalone:
             return self.node.become_standalone()
         assert self.zookeeper is not None
@@ -210,7 +209,8 @@ class KvdService(MultiService):
         # config entry is gone, and voters live in the log (safety rule 4).
         meta = {"voters": sorted([i, inc] for i, inc in node.voters().items()),
                 # Compaction may delete the segment holding the promise record.
-                "promised_epoch": node.rlog.promised_epoch}
+                "promised_epoch": node.rlog.promised_epoch,
+                "promised_leader": node.rlog.promised_leader}
         state = snapshot.Snapshot(epoch, index, node.store.snapshot_state(), meta)
         active_at_capture = writer.active_segment
         keep_from = max(0, index - node.settings.log_tail)

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import msgpack
 from sortedcontainers import SortedList
 
+from kvd.commands import problem
+
 # create_revision, mod_revision, version
 _HEADER = struct.Struct("<QQI")
 
@@ -180,14 +182,24 @@ class Store:
         return None if packed is None else _unpack_result(packed)
 
     def apply(self, index: int, commands: Sequence[Command]) -> list[Result]:
-        """Apply the commands of log entry ``index``; return one result each."""
+        """Apply the commands of log entry ``index``; return one result each.
+
+        Total (safety rule 14): a command that cannot be applied yields an
+        ``invalid_command`` result, identically on every replica, and the
+        entry still counts as applied; nothing raises half-way through it.
+        """
         if index <= self.applied_index:
             raise ValueError(f"entry {index} applied twice (applied {self.applied_index})")
+        if not isinstance(commands, list):
+            commands = []
         results = [self._apply_one(command) for command in commands]
         self.applied_index = index
         return results
 
     def _apply_one(self, command: Command) -> Result:
+        malformed = problem(command)
+        if malformed is not None:
+            return {"ok": False, "error": "invalid_command", "message": malformed}
         request_id = command.get("rid")
         if request_id is not None:
             earlier = self._requests.get(request_id)
@@ -200,11 +212,8 @@ class Store:
             result = self._delete(command)
         elif op == "txn":
             result = self._txn(command)
-        elif op in ("noop", "config"):
-            result = {"ok": True}
         else:
-            # Unknown operations must still be deterministic on every replica.
-            result = {"ok": False, "error": "unknown_op"}
+            result = {"ok": True}  # noop, config: nothing to change in the keys
         if request_id is not None:
             self._remember(request_id, result)
         return result

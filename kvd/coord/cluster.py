@@ -12,11 +12,10 @@ only then writes ``leader``.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import ConnectionLoss, NodeExistsError, NoNodeError
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -24,7 +23,7 @@ from twisted.python.failure import Failure
 
 from kvd.config import NodeConfig
 from kvd.coord.bridge import CONNECTED, LOST, SUSPENDED, TransactionFailed, ZooKeeperService
-from kvd.node import Node, Role
+from kvd.node import Node, Role, Superseded
 from kvd.replication.peer import PeerClient
 from kvd.replication.stream import FollowerStream
 from kvd.replication.sync import HigherEpoch, LostCommits, SyncFailed, synchronise
@@ -61,6 +60,11 @@ class ClusterCoordinator:
         self.members: dict[str, dict[str, Any]] = {}
         self.streams: dict[str, FollowerStream] = {}
         self._election_path: str | None = None
+        #: Protected-create prefix of this node's election znodes (rule 16): after
+        #: a ConnectionLoss, a znode with it may exist although create failed.
+        self._prefix = uuid.uuid4().hex
+        #: Prefixes of resigned election znodes whose delete has not succeeded yet.
+        self._stale_prefixes: set[str] = set()
         self._generation = 0
         self._busy = False
         self._again = False
@@ -73,7 +77,7 @@ class ClusterCoordinator:
         return "/".join((self.root, *parts))
 
     def start(self) -> None:
-        self.node.unavailable = f"waiting for ZooKeeper at {self.zk.servers}"
+        self.node.session_waiting(f"waiting for ZooKeeper at {self.zk.servers}")
         self.zk.add_state_listener(self._state_changed)
         if self.zk.connected:
             self._state_changed(CONNECTED)
@@ -90,18 +94,17 @@ class ClusterCoordinator:
         if state == SUSPENDED:
             if self.node.leader is not None or self.node.role == Role.SYNCING:
                 self._stop_leading("ZooKeeper session suspended")
-                self.node.unavailable = "ZooKeeper session suspended; waiting to reconnect"
+            self.node.session_suspended()
         elif state == LOST:
             self._generation += 1
+            # The session's ephemeral znodes are gone with it; a new prefix for new ones.
             self._election_path = None
+            self._prefix = uuid.uuid4().hex
+            self._stale_prefixes.clear()
             self._stop_leading("ZooKeeper session lost")
-            if self.node.role == Role.FOLLOWER:
-                self.node.role = Role.LOOKING
+            self.node.session_lost()
         elif state == CONNECTED:
-            if self.node.unavailable and self.node.unavailable.startswith(
-                    ("waiting for ZooKeeper", "ZooKeeper session")):
-                self.node.unavailable = None if self.node.role == Role.FOLLOWER else \
-                    "looking for a leader"
+            self.node.session_connected()
             self._kick()
 
     def _kick(self) -> None:
@@ -153,19 +156,51 @@ class ClusterCoordinator:
         self.node.bootstrap_voters = voters if len(voters) >= self.replicas else {}
         if not self.node.is_voter():
             if len(voters) < self.replicas:
-                self.node.unavailable = (f"waiting for voters to join "
-                                         f"({len(voters)} of {self.replicas})")
+                self.node.learner_waiting(f"waiting for voters to join "
+                                          f"({len(voters)} of {self.replicas})")
                 self._later(1.0)
             return
         if generation != self._generation or self.node.leader is not None:
             return
+        await self._delete_stale_election_znodes()
         if self._election_path is None:
-            self._election_path = await zk.create(
-                self.path("election", f"{uuid.uuid4().hex}-n_"),
-                _dumps({"node_id": self.node.node_id, "url": self.node.settings.url}),
-                ephemeral=True, sequence=True,
-            )
+            self._election_path = await self._stand()
         await self._evaluate(generation)
+
+    async def _stand(self) -> str:
+        """Our election znode, created protectedly (rule 16).
+
+        A create that failed with ConnectionLoss may have been applied: look
+        for a znode with our prefix before creating another, or the ghost
+        would hold a place in the queue that no one leads from.
+        """
+        mine = await self._own_election_znodes(self._prefix)
+        if mine:
+            for extra in mine[1:]:
+                await self._delete_if_present(self.path("election", extra))
+            return self.path("election", mine[0])
+        return str(await self.zk.create(
+            self.path("election", f"{self._prefix}-n_"),
+            _dumps({"node_id": self.node.node_id, "url": self.node.settings.url}),
+            ephemeral=True, sequence=True,
+        ))
+
+    async def _own_election_znodes(self, prefix: str) -> list[str]:
+        children = await self.zk.get_children(self.path("election"))
+        return sorted((c for c in children if c.startswith(f"{prefix}-")), key=_sequence)
+
+    async def _delete_if_present(self, path: str) -> None:
+        try:
+            await self.zk.delete(path)
+        except NoNodeError:
+            pass
+
+    async def _delete_stale_election_znodes(self) -> None:
+        """Finish a resignation whose delete failed: no znode of ours may linger."""
+        for prefix in sorted(self._stale_prefixes):
+            for name in await self._own_election_znodes(prefix):
+                await self._delete_if_present(self.path("election", name))
+            self._stale_prefixes.discard(prefix)
 
     async def _config(self) -> dict[str, Any]:
         """Read (creating on first start) the config znode; join the voters if there is room."""
@@ -255,16 +290,7 @@ class ClusterCoordinator:
         self._update_streams()
 
     def _leader_changed(self, value: Any) -> None:
-        if self.node.leader is not None:
-            return
-        if value is None:
-            if self.node.role == Role.FOLLOWER:
-                self.node.role = Role.LOOKING
-            self.node.leader_info = None
-            return
-        info = json.loads(value[0])
-        if info["epoch"] >= self.node.rlog.promised_epoch:
-            self.node.leader_info = {"node_id": info["node_id"], "url": info["url"]}
+        self.node.leader_announced(None if value is None else json.loads(value[0]))
 
     # Election
 
@@ -292,7 +318,11 @@ class ClusterCoordinator:
             self._later(0)
 
     async def _take_epoch(self, at_least: int) -> int:
-        """Epoch + 1, in one transaction that checks our election znode (rule 7)."""
+        """Epoch + 1, in one transaction that checks our election znode (rule 7).
+
+        After a ConnectionLoss the transaction may or may not have been
+        applied: never assume the epoch is ours, read it again and take the next.
+        """
         assert self._election_path is not None
         path = self.path("epoch")
         while True:
@@ -304,27 +334,39 @@ class ClusterCoordinator:
             try:
                 await transaction.commit()
                 return epoch
+            except ConnectionLoss:
+                self.log.info("Connection lost during the epoch transaction; taking a "
+                              "fresh epoch (rule 7)")
+                at_least = epoch + 1
             except TransactionFailed as e:
                 if isinstance(e.error, NoNodeError):
                     raise SyncFailed("our election znode is gone") from None
                 self.log.info("Epoch moved while taking it ({error}); again", error=e.error)
 
     async def _lead(self, generation: int) -> None:
+        """Take an epoch, sync, commit the marker, write ``leader``, serve.
+
+        Every way out other than serving ends in a resignation (or a fatal
+        stop), so that no node sits on the lowest election znode without
+        leading (bug: a node stuck in SYNCING for good).
+        """
         node = self.node
         at_least = 0
         while True:
             if generation != self._generation or not self.zk.connected:
+                node.step_down("the ZooKeeper session changed during the election")
                 return
-            node.role = Role.SYNCING
-            node.unavailable = "electing a leader"
             try:
                 epoch = await self._take_epoch(at_least)
+                if epoch <= node.rlog.promised_epoch:
+                    raise HigherEpoch(node.rlog.promised_epoch)
+                await node.rlog.promise(epoch, node.node_id)
+                node.syncing(epoch)
                 self.log.info("Elected: syncing epoch {epoch}", epoch=epoch)
-                node.epoch = epoch
                 urls = {i: m["url"] for i, m in self.members.items()}
                 await synchronise(node, epoch, urls, self.peer, self.replicas -
                                   self.write_quorum + 1)
-            except HigherEpoch as e:
+            except (HigherEpoch, Superseded) as e:
                 at_least = e.epoch + 1
                 continue
             except LostCommits as e:
@@ -335,36 +377,46 @@ class ClusterCoordinator:
                 await self._resign()
                 return
             break
+        try:
+            await self._serve(generation, epoch)
+        except Exception as e:
+            self.log.warn("Could not lead epoch {epoch}: {error}", epoch=epoch,
+                          error=str(e) or type(e).__name__)
+            await self._resign()
+
+    async def _serve(self, generation: int, epoch: int) -> None:
+        """After sync: the marker, then the ``leader`` znode, then serving."""
+        node = self.node
         if generation != self._generation or not self.zk.connected:
-            node.step_down("the ZooKeeper session changed during sync")
-            return
+            raise SyncFailed("the ZooKeeper session changed during sync")
         extra = [] if node.log_has_config() else [
             {"op": "config", "voters": [[i, inc] for i, inc in sorted(node.voters().items())]}
         ]
         marker = node.lead(epoch, self.write_quorum, extra)
         self.streams = {}
         self._update_streams()
-        try:
-            committed = node.wait_applied(marker)
-            committed.addTimeout(MARKER_TIMEOUT, self.reactor)
-            await committed
-        except Exception:
-            self.log.warn("The marker of epoch {epoch} did not commit in time", epoch=epoch)
-            await self._resign()
-            return
+        committed = node.wait_applied(marker)
+        committed.addTimeout(MARKER_TIMEOUT, self.reactor)
+        await committed
         if node.leader is None or node.epoch != epoch:
-            return
+            raise Superseded(node.rlog.promised_epoch)
         leader_path = self.path("leader")
         data = _dumps({"node_id": node.node_id, "url": node.settings.url, "epoch": epoch})
-        try:
-            await self.zk.create(leader_path, data, ephemeral=True)
-        except NodeExistsError:
-            await self.zk.delete(leader_path)
-            await self.zk.create(leader_path, data, ephemeral=True)
-        node.serving_as_leader()
+        for _ in range(3):
+            try:
+                await self.zk.create(leader_path, data, ephemeral=True)
+                break
+            except NodeExistsError:
+                # A stale one (an old leader's session not expired yet): replace it.
+                await self._delete_if_present(leader_path)
+        else:
+            raise SyncFailed("could not write the leader znode")
+        if generation != self._generation:
+            raise SyncFailed("the ZooKeeper session changed")
+        node.serving_as_leader(epoch)
         self.log.info("Leading epoch {epoch} from index {marker}", epoch=epoch, marker=marker)
         self._liveness = LoopingCall(self._check_quorum)
-        self._liveness.clock = self.reactor
+        self._liveness.clock = node.clock
         self._liveness.start(0.5, now=False)
 
     def _update_streams(self) -> None:
@@ -377,24 +429,24 @@ class ClusterCoordinator:
             if voter != self.node.node_id:
                 wanted.setdefault(voter, {"url": None, "incarnation": voters[voter]})
         for node_id, member in wanted.items():
-            is_voter = voters.get(node_id) == member.get("incarnation")
             stream = self.streams.get(node_id)
             if stream is None:
                 stream = FollowerStream(leader, self.node.rlog, self.peer, node_id,
-                                        member.get("url"), is_voter, self.node.read_snapshot_file)
+                                        member.get("url"), voters.get(node_id),
+                                        self.node.read_snapshot_file)
                 self.streams[node_id] = stream
                 leader.links[node_id] = stream
                 stream.start()
             else:
                 stream.url = member.get("url") or stream.url
-                stream.voter = is_voter
+                stream.incarnation = voters.get(node_id)
 
     def _check_quorum(self) -> None:
         leader = self.node.leader
         if leader is None:
             self._stop_liveness()
             return
-        if time.monotonic() - leader.quorum_seen_since() > QUORUM_GRACE_SECONDS:
+        if self.node.clock.seconds() - leader.quorum_seen_since() > QUORUM_GRACE_SECONDS:
             self.log.warn("No write quorum for {s}s: resigning (safety rule 13)",
                           s=QUORUM_GRACE_SECONDS)
             ensureDeferred(self._resign())
@@ -412,26 +464,30 @@ class ClusterCoordinator:
         self.node.step_down(reason)
 
     def _newer_epoch(self, epoch: int) -> None:
-        if self.node.leader is None and self.node.role == Role.SYNCING:
-            return
-        self._stop_liveness()
+        if self._liveness is not None:
+            # We were serving and a newer epoch exists: give our place up (sync and
+            # marker failures resign on their own path).
+            self.log.info("Epoch {epoch} superseded ours: resigning", epoch=epoch)
+            ensureDeferred(self._resign())
 
     async def _resign(self) -> None:
-        """Give up leadership and the election znode; stand again shortly."""
+        """Give up leadership and every election znode of ours; stand again shortly."""
         self._stop_leading("resigning")
-        self.node.unavailable = "no leader: this node resigned and stands again"
+        self.node.looking("no leader: this node resigned and stands again")
+        self._election_path = None
+        prefix, self._prefix = self._prefix, uuid.uuid4().hex
+        self._stale_prefixes.add(prefix)
         try:
             data, _ = await self.zk.get(self.path("leader"))
             if json.loads(data).get("node_id") == self.node.node_id:
                 await self.zk.delete(self.path("leader"))
         except Exception:
             pass
-        path, self._election_path = self._election_path, None
-        if path is not None:
-            try:
-                await self.zk.delete(path)
-            except Exception:
-                pass
+        try:
+            await self._delete_stale_election_znodes()
+        except Exception as e:
+            # Kept in _stale_prefixes: the next reconciliation deletes them first.
+            self.log.info("Could not delete our election znodes yet ({error})", error=e)
         self._later(RETRY_ELECTION_SECONDS)
 
     def describe_members(self) -> list[dict[str, Any]]:

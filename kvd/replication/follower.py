@@ -10,7 +10,8 @@ is durable, and only if the promise still equals the message's epoch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
@@ -21,6 +22,8 @@ from kvd.roles import Role
 
 if TYPE_CHECKING:
     from kvd.node import Node
+
+T = TypeVar("T")
 
 #: Most entries a FETCH answer carries.
 FETCH_LIMIT = 4096
@@ -38,31 +41,51 @@ class Follower:
     async def _serialised(self, handler: Any, message: dict[str, Any]) -> dict[str, Any]:
         await self.lock.acquire()
         try:
-            return await handler(message)
+            reply = await handler(message)
+        finally:
+            self.lock.release()
+        # Every answer says which disk gave it: votes count only from the voter
+        # set's incarnation (safety rule 5).
+        reply["incarnation"] = self.node.identity.incarnation
+        return reply
+
+    async def locked(self, f: Callable[[], Awaitable[T]]) -> T:
+        """Run ``f`` while no peer message is handled (a candidate's own log changes)."""
+        await self.lock.acquire()
+        try:
+            return await f()
         finally:
             self.lock.release()
 
     def _refusal(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        """Why this message must be refused: an old epoch or a non-voter sender."""
+        """Why this message must be refused: an old epoch, a non-voter sender, or
+        an epoch already promised to another leader."""
         rlog = self.node.rlog
-        if message["epoch"] < rlog.promised_epoch:
+        epoch, sender = message["epoch"], message["node_id"]
+        if epoch < rlog.promised_epoch:
             return {"ok": False, "reject": "stale epoch", "promised": rlog.promised_epoch}
         voters = self.node.voters() if self.node.role != Role.STANDALONE else {}
-        incarnation = message.get("incarnation")
-        if message["node_id"] not in voters or (
-                incarnation is not None and voters[message["node_id"]] != incarnation):
+        if sender not in voters or voters[sender] != message.get("incarnation"):
             return {"ok": False, "reject": "sender is not a voter",
+                    "promised": rlog.promised_epoch}
+        if epoch == rlog.promised_epoch and rlog.promised_leader not in ("", sender):
+            # One leader per epoch (rule 15): ZooKeeper's counter may have been reset.
+            return {"ok": False, "reject": f"epoch {epoch} was promised to another leader",
                     "promised": rlog.promised_epoch}
         return None
 
-    async def _promise(self, epoch: int) -> None:
-        """Persist a promise of ``epoch`` first; a leader of an older epoch steps down."""
-        if epoch > self.node.rlog.promised_epoch:
+    async def _promise(self, epoch: int, leader: str) -> None:
+        """Persist a promise of ``epoch`` to ``leader`` first; a leader of an older
+        epoch steps down."""
+        rlog = self.node.rlog
+        if epoch > rlog.promised_epoch:
             self.node.saw_epoch(epoch)
-            await self.node.rlog.promise(epoch)
+            await rlog.promise(epoch, leader)
+        elif not rlog.promised_leader:
+            await rlog.promise(epoch, leader)
         else:
             # Promised already, perhaps by another path whose write is in flight.
-            await self.node.rlog.wait_promise_durable(epoch)
+            await rlog.wait_promise_durable(epoch, leader)
 
     def _still_promised(self, epoch: int) -> dict[str, Any] | None:
         promised = self.node.rlog.promised_epoch
@@ -80,8 +103,13 @@ class Follower:
         refusal = self._refusal(message)
         if refusal is not None:
             return refusal
+        if not self.node.is_voter():
+            # Not the disk the voter set knows (a wiped dir under an old id): a
+            # learner, whatever it holds, never answers as a voter (rule 5).
+            return {"ok": False, "reject": "this node is not a voter of its log",
+                    "promised": self.node.rlog.promised_epoch}
         epoch = message["epoch"]
-        await self._promise(epoch)
+        await self._promise(epoch, message["node_id"])
         rlog = self.node.rlog
         await rlog.wait_durable(rlog.last_index)
         refusal = self._still_promised(epoch)
@@ -102,7 +130,10 @@ class Follower:
         if refusal is not None:
             return refusal
         epoch = message["epoch"]
-        await self._promise(epoch)
+        await self._promise(epoch, message["node_id"])
+        refusal = self._still_promised(epoch)
+        if refusal is not None:
+            return refusal
         node, rlog = self.node, self.node.rlog
         node.follow(epoch, message["node_id"], message["url"])
         prev_epoch, prev_index = message["prev"]
@@ -156,7 +187,10 @@ class Follower:
         if refusal is not None:
             return refusal
         epoch = message["epoch"]
-        await self._promise(epoch)
+        await self._promise(epoch, message["node_id"])
+        refusal = self._still_promised(epoch)
+        if refusal is not None:
+            return refusal
         node = self.node
         node.follow(epoch, message["node_id"], message["url"])
         snap_index = message["snapshot_index"]
@@ -175,6 +209,9 @@ class Follower:
         return self._serialised(self._fetch, message)
 
     async def _fetch(self, message: dict[str, Any]) -> dict[str, Any]:
+        refusal = self._refusal(message)
+        if refusal is not None:
+            return refusal
         rlog = self.node.rlog
         first = message["from"]
         if first <= rlog.base_index:

@@ -10,7 +10,6 @@ commit only through this epoch's marker (safety rule 3).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -92,9 +91,12 @@ class Leader:
         node_id: str = "",
         url: str = "",
         on_higher_epoch: Callable[[int], None] | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         self.reactor = reactor
         self._reactor = reactor
+        #: Durations (write deadlines, liveness) on a monotonic clock (rule 12, bug 8).
+        self.clock = clock if clock is not None else reactor
         self.node_id = node_id
         self.url = url
         self.incarnation = ""
@@ -157,13 +159,13 @@ class Leader:
         """Fires with the commands' results once committed and applied, or fails with
         OutcomeUnknown after ``write_timeout``: it may still commit later.
         """
-        proposal = Proposal(commands, self._reactor.seconds() + self.write_timeout)
+        proposal = Proposal(commands, self.clock.seconds() + self.write_timeout)
         self._queue.append(proposal)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._reactor.callLater(0, self._flush)
         if self._sweeper is None:
-            self._sweeper = self._reactor.callLater(SWEEP_SECONDS, self._sweep)
+            self._sweeper = self.clock.callLater(SWEEP_SECONDS, self._sweep)
         return proposal.done
 
     def _sweep(self) -> None:
@@ -171,7 +173,7 @@ class Leader:
         self._sweeper = None
         if not self.active:
             return
-        now = self._reactor.seconds()
+        now = self.clock.seconds()
         pending = 0
         for proposals in (self._queue, *self.waiting.values()):
             for proposal in proposals:
@@ -183,9 +185,10 @@ class Leader:
                 else:
                     pending += 1
         if pending:
-            self._sweeper = self._reactor.callLater(SWEEP_SECONDS, self._sweep)
+            self._sweeper = self.clock.callLater(SWEEP_SECONDS, self._sweep)
 
     def _flush(self) -> None:
+        """Turn the queue into log entries; every proposal taken gets exactly one answer."""
         self._flush_scheduled = False
         while self._queue and self.active:
             batch: list[Proposal] = []
@@ -195,19 +198,32 @@ class Leader:
                 proposal = self._queue.pop(0)
                 batch.append(proposal)
                 commands.extend(proposal.commands)
-                size += sum(len(c.get("v", b"")) for c in proposal.commands)
+                size += sum(len(c.get("v", b"")) for c in proposal.commands
+                            if isinstance(c, dict))
             entry = LogEntry(self.epoch, self._log.last_index + 1, commands)
+            # Registered first: with an inline disk the entry commits inside append.
             self.waiting[entry.index] = batch
-            self._proposed_at[entry.index] = (len(commands), time.monotonic())
+            self._proposed_at[entry.index] = (len(commands), self.clock.seconds())
             try:
                 self._log.append([entry])
             except Exception as e:
                 # Not in the log, so certainly never applied: refuse these writes.
                 self.log.failure("Could not append a batch of {n} commands", n=len(commands))
-                del self.waiting[entry.index], self._proposed_at[entry.index]
+                self.waiting.pop(entry.index, None)
+                self._proposed_at.pop(entry.index, None)
                 for proposal in batch:
-                    proposal.done.errback(RefusedBatch(f"the write could not be logged: {e}"))
+                    if not proposal.done.called:
+                        proposal.done.errback(RefusedBatch(f"the write could not be logged: {e}"))
         self._wake_links()
+
+    def answer(self, index: int, results: list[dict[str, Any]]) -> None:
+        """Entry ``index`` was applied with ``results``: answer the proposals it carried."""
+        position = 0
+        for proposal in self.waiting.pop(index, []):
+            count = len(proposal.commands)
+            if not proposal.done.called:
+                proposal.done.callback(results[position : position + count])
+            position += count
 
     def _wake_links(self) -> None:
         for link in self.links.values():
@@ -231,7 +247,7 @@ class Leader:
         """When W voters (this one included) last all answered: for liveness (rule 13)."""
         times = sorted((link.last_ok for link in self.links.values() if link.voter),
                        reverse=True)
-        times.insert(0, time.monotonic())
+        times.insert(0, self.clock.seconds())
         if len(times) < self.write_quorum:
             return 0.0
         return times[self.write_quorum - 1]
@@ -250,11 +266,12 @@ class Leader:
 
     def _start_round(self) -> None:
         reads, self._pending_reads = self._pending_reads, []
-        voters = [link for link in self.links.values() if link.voter]
-        # Only answers to messages sent after the commit index was noted count.
+        # Only answers to messages sent after the commit index was noted count,
+        # and only from voters (a link counts once it answered as the voter set's disk).
+        links = list(self.links.values())
         self._round = _ReadRound(self._log.commit_index, reads,
-                                 {link.node_id: link.sent_seq + 1 for link in voters})
-        for link in voters:
+                                 {link.node_id: link.sent_seq + 1 for link in links})
+        for link in links:
             link.wake(force=True)
         self._check_round()
 
@@ -279,6 +296,10 @@ class Leader:
         """Commit the highest index of this epoch that W voters hold durably."""
         if not self.active:
             return
+        if self._log.promised_epoch != self.epoch:
+            # This node promised a newer epoch: nothing more commits by our count,
+            # the marker included (rule 1); the node steps down.
+            return
         held = [self._log.durable_index]
         held += [link.match_index for link in self.links.values() if link.voter]
         held.sort(reverse=True)
@@ -292,7 +313,7 @@ class Leader:
         previous = self._log.commit_index
         self._log.set_commit(candidate)
         if self._proposed_at:
-            now = time.monotonic()
+            now = self.clock.seconds()
             for index in range(previous + 1, candidate + 1):
                 proposed = self._proposed_at.pop(index, None)
                 if proposed is not None and self.observe_round is not None:

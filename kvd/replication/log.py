@@ -37,8 +37,11 @@ class ReplicatedLog:
         self.base_epoch, self.base_index = recovered.base
         self.entries: list[LogEntry] = list(recovered.entries)
         self.promised_epoch = recovered.promised_epoch
-        #: The highest promise known to be on disk.
+        #: The one leader ``promised_epoch`` was promised to; "" until one is known (rule 15).
+        self.promised_leader = recovered.promised_leader
+        #: The highest promise known to be on disk, with its leader.
         self.durable_promised_epoch = recovered.promised_epoch
+        self._durable_promised_leader = recovered.promised_leader
         self.commit_mark = recovered.commit_mark
         #: Highest index known to be on disk here.
         self.durable_index = self.last_index
@@ -92,6 +95,10 @@ class ReplicatedLog:
         return self.entries[index - self.base_index - 1].epoch
 
     def entry(self, index: int) -> LogEntry:
+        """The entry at ``index``, which must be held (above the base, at most the last)."""
+        if not self.base_index < index <= self.last_index:
+            raise FatalLogError(f"entry {index} is not held (base {self.base_index}, "
+                                f"last {self.last_index})")
         return self.entries[index - self.base_index - 1]
 
     def entries_between(self, first: int, last: int) -> list[LogEntry]:
@@ -153,25 +160,41 @@ class ReplicatedLog:
         d.addCallback(self._durable, first_dropped - 1, self._generation)
         return d
 
-    def promise(self, epoch: int) -> Deferred[None]:
-        """Persist a promise to reject anything older than ``epoch``."""
+    def promise(self, epoch: int, leader: str = "") -> Deferred[None]:
+        """Persist a promise to reject anything older than ``epoch``.
+
+        ``leader`` binds the epoch to the one node it was promised to (safety
+        rule 15); a promise of the same epoch to another node is refused here.
+        """
         if epoch < self.promised_epoch:
             raise FatalLogError(f"promise {epoch} below {self.promised_epoch}")
+        if epoch == self.promised_epoch and self.promised_leader and leader \
+                and leader != self.promised_leader:
+            raise FatalLogError(f"epoch {epoch} was promised to {self.promised_leader}, "
+                                f"not {leader}")
+        if epoch > self.promised_epoch:
+            self.promised_leader = ""
         self.promised_epoch = epoch
-        d = self._writer.append([record.promise(epoch)], self.last_index + 1, force_sync=True)
-        d.addCallback(self._promise_durable, epoch)
+        self.promised_leader = leader or self.promised_leader
+        d = self._writer.append([record.promise(epoch, self.promised_leader)],
+                                self.last_index + 1, force_sync=True)
+        d.addCallback(self._promise_durable, epoch, self.promised_leader)
         return d
 
-    def _promise_durable(self, _: None, epoch: int) -> None:
-        self.durable_promised_epoch = max(self.durable_promised_epoch, epoch)
+    def _promise_durable(self, _: None, epoch: int, leader: str) -> None:
+        if (epoch, bool(leader)) > (self.durable_promised_epoch,
+                                    bool(self._durable_promised_leader)):
+            self.durable_promised_epoch, self._durable_promised_leader = epoch, leader
 
-    def wait_promise_durable(self, epoch: int) -> Deferred[None]:
-        """Fires once a promise of at least ``epoch`` is on disk.
+    def wait_promise_durable(self, epoch: int, leader: str = "") -> Deferred[None]:
+        """Fires once a promise of at least ``epoch`` (to ``leader``) is on disk.
 
         An empty append queues behind the promise in flight, if any: the WAL
         writes in order.
         """
-        if self.durable_promised_epoch >= epoch:
+        if self.durable_promised_epoch > epoch or (
+                self.durable_promised_epoch == epoch
+                and (not leader or self._durable_promised_leader == leader)):
             return succeed(None)
         return self._writer.append([], self.last_index + 1, force_sync=True)
 

@@ -9,7 +9,6 @@ sends a heartbeat that carries the commit index.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +45,7 @@ class FollowerStream:
         peer: PeerClient,
         node_id: str,
         url: str | None,
-        voter: bool,
+        incarnation: str | None,
         read_snapshot: Callable[[], Deferred[tuple[int, int, bytes] | None]],
     ) -> None:
         self.leader = leader
@@ -54,7 +53,10 @@ class FollowerStream:
         self.peer = peer
         self.node_id = node_id
         self.url = url
-        self.voter = voter
+        #: The incarnation the leader's voter set has for this node, None for a learner.
+        self.incarnation = incarnation
+        #: The incarnation the follower last answered with.
+        self.answered_incarnation: str | None = None
         self._read_snapshot = read_snapshot
         self.next_index = rlog.last_index + 1
         self.match_index = 0
@@ -72,6 +74,11 @@ class FollowerStream:
     @property
     def reactor(self) -> Any:
         return self.leader.reactor
+
+    @property
+    def voter(self) -> bool:
+        """Counted in quorums: a voter of the log, answering as that very disk (rule 5)."""
+        return self.incarnation is not None and self.answered_incarnation == self.incarnation
 
     def start(self) -> None:
         self.wake(force=True)
@@ -160,6 +167,11 @@ class FollowerStream:
         if not self._active:
             return
         promised = int(reply.get("promised", 0))
+        incarnation = reply.get("incarnation")
+        if incarnation != self.answered_incarnation:
+            # Another disk under this node id: what the old one held proves nothing.
+            self.answered_incarnation = incarnation
+            self.match_index = 0
         if promised > self.leader.epoch:
             # Whatever else it says, this follower no longer answers at our epoch.
             self.leader.saw_higher_epoch(promised, self.node_id)
@@ -170,7 +182,7 @@ class FollowerStream:
             self._schedule(RETRY_SECONDS)
             return
         self.confirmed_seq = seq
-        self.last_ok = time.monotonic()
+        self.last_ok = self.leader.clock.seconds()
         if reply.get("ok"):
             self.match_index = max(self.match_index, int(reply["index"]))
             self.next_index = int(reply["index"]) + 1

@@ -42,19 +42,30 @@ class LostCommits(Exception):
     """A voter reports a commit index beyond the adopted log: data was lost."""
 
 
+def _still_candidate(node: Node, epoch: int) -> None:
+    """Go on only while our promise is ``epoch``, to ourselves (rule 1): a promise
+    of a newer epoch, made to another candidate meanwhile, ends this sync."""
+    rlog = node.rlog
+    if rlog.promised_epoch != epoch or rlog.promised_leader != node.node_id:
+        raise HigherEpoch(rlog.promised_epoch)
+
+
 async def synchronise(
     node: Node, epoch: int, urls: dict[str, str], peer: PeerClient, sync_quorum: int
 ) -> None:
     """Bring this candidate's log to the most advanced of R voters' logs."""
     rlog = node.rlog
-    await rlog.promise(epoch)
+    await rlog.promise(epoch, node.node_id)
+    _still_candidate(node, epoch)
     await rlog.wait_durable(rlog.last_index)
+    _still_candidate(node, epoch)
+    voters = node.voters()
     answers: dict[str, dict[str, Any]] = {}
     if not node.torn_unacked:
         answers[node.node_id] = {"last": list(rlog.last), "commit_index": rlog.commit_index}
     message = {"epoch": epoch, "node_id": node.node_id, "url": node.settings.url,
                "incarnation": node.identity.incarnation}
-    others = [v for v in node.voters() if v != node.node_id]
+    others = [v for v in voters if v != node.node_id]
     calls: list[Deferred[Any]] = []
     for voter in others:
         url = urls.get(voter)
@@ -64,6 +75,7 @@ async def synchronise(
         d.addCallback(lambda reply, voter=voter, url=url: (voter, url, reply))
         calls.append(d)
     results = await DeferredList(calls, consumeErrors=True)
+    _still_candidate(node, epoch)
     highest_rejection = 0
     # A torn voter is not counted in R, but what it knows was committed still counts.
     highest_commit = rlog.commit_index
@@ -71,12 +83,16 @@ async def synchronise(
         if not ok:
             continue
         voter, url, reply = value
-        if reply.get("ok"):
-            highest_commit = max(highest_commit, int(reply["commit_index"]))
-        if reply.get("ok") and not reply.get("torn"):
-            answers[voter] = {**reply, "url": url}
-        elif not reply.get("ok"):
+        if not reply.get("ok"):
             highest_rejection = max(highest_rejection, int(reply.get("promised", 0)))
+            continue
+        highest_commit = max(highest_commit, int(reply["commit_index"]))
+        if reply.get("incarnation") != voters[voter]:
+            # The voter's id on another disk: it forgot what it acknowledged (rule 5).
+            log.warn("Not counting {voter}: incarnation {got}, the voter set has {want}",
+                     voter=voter, got=reply.get("incarnation"), want=voters[voter])
+        elif not reply.get("torn"):
+            answers[voter] = {**reply, "url": url}
     if highest_rejection >= epoch:
         raise HigherEpoch(highest_rejection)
     if len(answers) < sync_quorum:
@@ -92,6 +108,7 @@ async def synchronise(
             f"a voter committed index {highest_commit} but the most advanced log of the "
             f"sync quorum ends at {rlog.last_index}: acknowledged writes may be lost"
         )
+    _still_candidate(node, epoch)
 
 
 async def _fetch_log(node: Node, epoch: int, url: str, target: tuple[int, int],
@@ -101,16 +118,31 @@ async def _fetch_log(node: Node, epoch: int, url: str, target: tuple[int, int],
     first = rlog.commit_index + 1
     while rlog.last < target:
         reply = await peer.call(url, "fetch", {"from": first, "epoch": epoch,
-                                               "node_id": node.node_id}, FETCH_TIMEOUT)
+                                               "node_id": node.node_id,
+                                               "incarnation": node.identity.incarnation},
+                                FETCH_TIMEOUT)
+        _still_candidate(node, epoch)
         if not reply.get("ok"):
             raise SyncFailed(f"fetch from {url} refused: {reply.get('reject')}")
         if reply.get("snapshot") is not None:
-            decoded = await node.install_snapshot_data(reply["snapshot"])
+            data = reply["snapshot"]
+            decoded = await node.follower.locked(lambda data=data: _install(node, epoch, data))
             first = decoded.index + 1
             continue
         entries = entries_from_wire(reply["entries"])
         if not entries:
             raise SyncFailed(f"{url} sent no entries from {first}")
-        node.follower.append_missing(entries)
+        await node.follower.locked(lambda entries=entries: _append(node, epoch, entries))
         first = entries[-1].index + 1
     await rlog.wait_durable(rlog.last_index)
+
+
+async def _append(node: Node, epoch: int, entries: list[Any]) -> None:
+    # Under the follower's lock: no PREPARE interleaves with this change of our log.
+    _still_candidate(node, epoch)
+    node.follower.append_missing(entries)
+
+
+async def _install(node: Node, epoch: int, data: bytes) -> Any:
+    _still_candidate(node, epoch)
+    return await node.install_snapshot_data(data)

@@ -65,6 +65,25 @@ class DataDir:
         os.replace(tmp, path)
         self.fsync_dir(os.path.dirname(path))
 
+    @property
+    def torn_tail_marker(self) -> str:
+        return os.path.join(self.root, "torn-tail")
+
+    def mark_torn_tail(self) -> None:
+        """Record, durably, that a torn WAL tail was (or is about to be) dropped."""
+        self.write_atomically(
+            self.torn_tail_marker,
+            b"dropped a torn WAL tail; not counted in a sync quorum until it acknowledges "
+            b"entries from a leader\n")
+
+    def torn_tail_marked(self) -> bool:
+        return os.path.exists(self.torn_tail_marker)
+
+    def clear_torn_tail(self) -> None:
+        if os.path.exists(self.torn_tail_marker):
+            os.unlink(self.torn_tail_marker)
+            self.fsync_dir(self.root)
+
     def identity(self, requested_id: str | None) -> Identity:
         """Load or create the node id file.
 

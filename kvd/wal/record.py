@@ -25,7 +25,7 @@ MAX_RECORD_BYTES = 256 * 1024 * 1024
 
 class RecordType(IntEnum):
     ENTRY = 1  # [1, epoch, index, commands]
-    PROMISE = 2  # [2, epoch]
+    PROMISE = 2  # [2, epoch, leader id]: the leader id is "" when not known yet
     TRUNCATE = 3  # [3, first index dropped]
     COMMIT = 4  # [4, commit index]
     SNAPSHOT = 5  # [5, epoch, index]: a snapshot was installed at (epoch, index)
@@ -47,8 +47,9 @@ def entry(epoch: int, index: int, packed_commands: bytes) -> bytes:
     return HEADER.pack(len(body), crc32c.crc32c(body)) + body
 
 
-def promise(epoch: int) -> bytes:
-    return pack([RecordType.PROMISE, epoch])
+def promise(epoch: int, leader: str = "") -> bytes:
+    """A promise of ``epoch``, and of the one node it was made to (safety rule 15)."""
+    return pack([RecordType.PROMISE, epoch, leader])
 
 
 def truncate(first_dropped: int) -> bytes:

@@ -85,6 +85,8 @@ class Recovered:
     #: Entries after the snapshot, in index order, contiguous.
     entries: list[LogEntry] = field(default_factory=list)
     promised_epoch: int = 0
+    #: The leader the promise of ``promised_epoch`` was made to ("" if unknown yet).
+    promised_leader: str = ""
     commit_mark: int = 0
     torn_tail: bool = False
     segments: list[Segment] = field(default_factory=list)
@@ -105,6 +107,8 @@ def recover(data_dir: DataDir) -> Recovered:
         # The promise may have lived in a segment the snapshot let us delete.
         state.promised_epoch = max(int(state.snapshot.meta.get("promised_epoch", 0)),
                                    state.snapshot.epoch)
+        if state.promised_epoch == int(state.snapshot.meta.get("promised_epoch", -1)):
+            state.promised_leader = str(state.snapshot.meta.get("promised_leader", ""))
     base_epoch, base_index = state.base
     names = data_dir.segment_names()
     replayed = 0
@@ -126,6 +130,9 @@ def recover(data_dir: DataDir) -> Recovered:
                 "Dropping a torn WAL tail: {path} offset {offset}, {dropped} bytes ({reason})",
                 path=path, offset=bad.offset, dropped=len(data) - bad.offset, reason=bad.reason,
             )
+            # The flag first, durably: a crash after the cut but before it would
+            # leave a node that lost entries and still counts in R (rule 5).
+            data_dir.mark_torn_tail()
             with open(path, "r+b") as f:
                 f.truncate(bad.offset)
                 os.fsync(f.fileno())
@@ -170,7 +177,9 @@ def _replay(
             raise WalCorruption(f"{segment.path}: entry {index} follows {last}; gap in the log")
         state.entries.append(LogEntry(epoch, index, commands))
     elif kind == RecordType.PROMISE:
-        state.promised_epoch = max(state.promised_epoch, payload[1])
+        epoch, leader = payload[1], str(payload[2]) if len(payload) > 2 else ""
+        if epoch > state.promised_epoch or (epoch == state.promised_epoch and leader):
+            state.promised_epoch, state.promised_leader = epoch, leader
     elif kind == RecordType.TRUNCATE:
         first_dropped = payload[1]
         if first_dropped <= base_index:

@@ -81,10 +81,7 @@ def open_member(
     outcome = recover_store(data_dir, node_id)
     node, _ = open_node(reactor, data_dir, outcome, NodeSettings(url=f"http://{node_id}"),
                         fsync, pool=pool if pool is not None else InlinePool())
-    node.data_dir = data_dir
     _opened.append(node)
-    if outcome[0].torn_tail:
-        node.mark_torn()
     return node
 
 
@@ -111,15 +108,21 @@ def config_entry(epoch: int, index: int, voters: dict[str, str]) -> LogEntry:
                                     "voters": [[i, inc] for i, inc in sorted(voters.items())]}])
 
 
-def message(sender: str, epoch: int, **fields: Any) -> dict[str, Any]:
-    """A peer message from ``sender`` at ``epoch``."""
-    return {"epoch": epoch, "node_id": sender, "url": f"http://{sender}", **fields}
+#: The incarnation ``member`` gives the other voters in a node's bootstrap config.
+OTHER_DISK = "other-disk"
+
+
+def message(sender: str, epoch: int, incarnation: str = OTHER_DISK,
+            **fields: Any) -> dict[str, Any]:
+    """A peer message from ``sender`` (on disk ``incarnation``) at ``epoch``."""
+    return {"epoch": epoch, "node_id": sender, "url": f"http://{sender}",
+            "incarnation": incarnation, **fields}
 
 
 def prepare(sender: str, epoch: int, prev: tuple[int, int], entries: Iterable[LogEntry],
-            commit: int) -> dict[str, Any]:
-    return message(sender, epoch, prev=list(prev), entries=entries_to_wire(list(entries)),
-                   commit=commit)
+            commit: int, incarnation: str = OTHER_DISK) -> dict[str, Any]:
+    return message(sender, epoch, incarnation, prev=list(prev),
+                   entries=entries_to_wire(list(entries)), commit=commit)
 
 
 class Answer:
@@ -142,6 +145,12 @@ class Answer:
         if self.failure is not None:
             self.failure.raiseException()
         return self.value
+
+    def reply(self) -> dict[str, Any]:
+        """A follower's answer without its ``incarnation``, which every answer carries."""
+        value = dict(self.get())
+        assert isinstance(value.pop("incarnation"), str)
+        return value
 
 
 def answer(handler_result: Coroutine[Any, Any, Any] | Deferred[Any]) -> Answer:

@@ -36,6 +36,7 @@ from kvd.wal.record import RecordType
 from kvd.wal.recovery import LogEntry, recover
 from kvd.wal.writer import LAZY_DELAY
 from tests.replication.support import (
+    OTHER_DISK,
     Answer,
     FakeLink,
     InlineReactor,
@@ -76,7 +77,7 @@ def member(tmp_path: Any, reactor: InlineReactor, node_id: str, pool: Any = None
            fsync: bool = True) -> Node:
     """Node ``node_id`` of a cluster whose voters are a, b and c (bootstrap config)."""
     node = open_member(str(tmp_path / node_id), reactor, node_id, pool, fsync)
-    node.bootstrap_voters = {v: "other-disk" for v in VOTERS}
+    node.bootstrap_voters = {v: OTHER_DISK for v in VOTERS}
     if node_id in VOTERS:
         node.bootstrap_voters[node_id] = node.identity.incarnation
     return node
@@ -102,7 +103,8 @@ def give_log(node: Node, entries: list[LogEntry], commit: int = 0, promised: int
 def lead(node: Node, epoch: int, quorum: int, *links: Any) -> Leader:
     """Make ``node`` the leader of ``epoch`` (marker appended) with these follower links."""
     if epoch > node.rlog.promised_epoch:
-        node.rlog.promise(epoch)
+        node.rlog.promise(epoch, node.node_id)
+    node.syncing(epoch)
     node.lead(epoch, quorum, [])
     leader = node.leader
     assert leader is not None
@@ -118,7 +120,7 @@ def serve(node: Node, link: FakeLink) -> Leader:
     link.match_index = leader.marker_index
     leader.advance_commit()
     assert node.rlog.commit_index == leader.marker_index
-    node.serving_as_leader()
+    node.serving_as_leader(leader.epoch)
     return leader
 
 
@@ -148,9 +150,11 @@ def snapshot_of(entries: list[LogEntry]) -> tuple[Store, bytes]:
     return store, data
 
 
-def install(node: Node, sender: str, epoch: int, snap: LogEntry, data: bytes) -> Answer:
+def install(node: Node, sender: str, epoch: int, snap: LogEntry, data: bytes,
+            incarnation: str = OTHER_DISK) -> Answer:
     return answer(node.follower.install_snapshot(message(
-        sender, epoch, snapshot_epoch=snap.epoch, snapshot_index=snap.index, data=data)))
+        sender, epoch, incarnation, snapshot_epoch=snap.epoch, snapshot_index=snap.index,
+        data=data)))
 
 
 def run_sync(node: Node, epoch: int, peers: Peers, quorum: int,
@@ -163,8 +167,9 @@ def stream_to(leader_node: Node, peers: Peers, node_id: str) -> FollowerStream:
     """The leader's real ordered stream to follower ``node_id`` (a voter), through ``peers``."""
     leader = leader_node.leader
     assert leader is not None
+    incarnation = leader_node.voters()[node_id]
     stream = FollowerStream(leader, leader_node.rlog, peers.client(), node_id,
-                            f"http://{node_id}", True, lambda: succeed(None))
+                            f"http://{node_id}", incarnation, lambda: succeed(None))
     leader.links[node_id] = stream
     return stream
 
@@ -183,7 +188,7 @@ def test_rule1_ack_waits_for_the_entries_fsync(tmp_path: Any, reactor: InlineRea
     assert not ack.called and pool.jobs, "the WAL write is still queued"
     assert payloads(node, RecordType.ENTRY) == []
     pool.run_all()
-    assert ack.get() == {"ok": True, "index": 2, "promised": 1}
+    assert ack.reply() == {"ok": True, "index": 2, "promised": 1}
     assert [p[:2] for p in payloads(node, RecordType.ENTRY)] == [[1, 1], [1, 2]]
 
 
@@ -215,7 +220,7 @@ def test_rule1_prepare_with_a_higher_epoch_persists_the_promise_first(
     while not ack.called:
         assert pool.jobs, "the ACK waits for the disk and nothing else"
         pool.run_one()
-    assert ack.get() == {"ok": True, "index": 1, "promised": 2}
+    assert ack.reply() == {"ok": True, "index": 1, "promised": 2}
     assert recover(DataDir(str(tmp_path / "b"))).promised_epoch == 2
     kinds = [(p[0], p[1]) for p in wal_payloads(str(tmp_path / "b"))]
     assert kinds.index((RecordType.PROMISE, 2)) < kinds.index((RecordType.ENTRY, 2))
@@ -288,7 +293,7 @@ def test_rule1_vote_refused_if_the_promise_changed_meanwhile(
     # This node stands for election meanwhile: its own sync promises epoch 3.
     node.rlog.promise(3)
     pool.run_all()
-    assert vote.get() == {"ok": False, "reject": "promised a newer epoch meanwhile",
+    assert vote.reply() == {"ok": False, "reject": "promised a newer epoch meanwhile",
                           "promised": 3}
 
 
@@ -340,6 +345,8 @@ def test_rule1_a_nack_sent_after_a_newer_promise_is_not_a_read_confirmation(
     follower = member(tmp_path, reactor, "b", pool)
     follower.rlog.promise(1)
     pool.run_all()
+    node.bootstrap_voters["b"] = follower.identity.incarnation
+    follower.bootstrap_voters["a"] = node.identity.incarnation
     link = FakeLink("c")
     leader = lead(node, 2, 2, link)
     serve(node, link)
@@ -386,7 +393,7 @@ def test_rule2_ack_is_prev_plus_len_entries_not_the_last_index(
     """A follower holding more than it was sent acknowledges only what it was sent."""
     node = _stale_suffix(tmp_path, reactor)
     ack = answer(node.follower.prepare(prepare("c", 2, (1, 1), [entry(1, 2)], 0)))
-    assert ack.get() == {"ok": True, "index": 2, "promised": 2}
+    assert ack.reply() == {"ok": True, "index": 2, "promised": 2}
     assert node.rlog.last_index == 5
 
 
@@ -416,7 +423,7 @@ def test_rule2_truncates_only_from_the_first_index_whose_epoch_differs(
         "a", 1, (0, 0), [entry(1, i) for i in range(1, 5)], 2))).get()
     ack = answer(node.follower.prepare(prepare(
         "c", 2, (0, 0), [entry(1, 1), entry(1, 2), entry(2, 3)], 2)))
-    assert ack.get() == {"ok": True, "index": 3, "promised": 2}
+    assert ack.reply() == {"ok": True, "index": 3, "promised": 2}
     assert epochs(node) == [1, 1, 2]
     assert payloads(node, RecordType.TRUNCATE) == [[3]]
     assert node.unavailable is None
@@ -502,8 +509,8 @@ def test_rule4_nodes_refuse_newepoch_and_prepare_from_a_non_voter(
 ) -> None:
     """A learner's NEWEPOCH or PREPARE changes nothing, not even the promise."""
     node = member(tmp_path, reactor, "b")
-    vote = answer(node.follower.new_epoch(message("x", 5))).get()
-    ack = answer(node.follower.prepare(prepare("x", 5, (0, 0), [entry(5, 1)], 0))).get()
+    vote = answer(node.follower.new_epoch(message("x", 5))).reply()
+    ack = answer(node.follower.prepare(prepare("x", 5, (0, 0), [entry(5, 1)], 0))).reply()
     for reply in (vote, ack):
         assert reply == {"ok": False, "reject": "sender is not a voter", "promised": 0}
     assert node.rlog.promised_epoch == 0 and node.rlog.last_index == 0
@@ -538,9 +545,9 @@ def test_rule4_voters_are_the_newest_config_entry_of_the_log(
     give_log(node, [config_entry(1, 1, old), entry(1, 2), config_entry(1, 3, new)],
              commit=3, promised=1)
     assert node.voters() == new and node.is_voter()
-    refused = answer(node.follower.new_epoch(message("b", 2))).get()
+    refused = answer(node.follower.new_epoch(message("b", 2, "ib"))).get()
     assert refused["reject"] == "sender is not a voter"
-    assert answer(node.follower.new_epoch(message("d", 2))).get()["ok"]
+    assert answer(node.follower.new_epoch(message("d", 2, "id"))).get()["ok"]
 
 
 # Fails if: Node.voters keys its cache on (last_index, len(entries)) only.
@@ -556,10 +563,10 @@ def test_rule4_voters_follow_a_truncated_config_entry(
         "a", 2, (0, 0), [config_entry(1, 1, old), config_entry(2, 2, proposed)], 1))).get()
     assert node.voters() == proposed
     # b leads epoch 3, elected by b, c and e (none holds entry 2): its marker replaces entry 2.
-    ack = answer(node.follower.prepare(prepare("b", 3, (1, 1), [entry(3, 2)], 1))).get()
+    ack = answer(node.follower.prepare(prepare("b", 3, (1, 1), [entry(3, 2)], 1, "ib"))).get()
     assert ack["ok"] and epochs(node) == [1, 3]
     assert node.voters() == old
-    assert answer(node.follower.new_epoch(message("e", 4))).get()["ok"]
+    assert answer(node.follower.new_epoch(message("e", 4, "ie"))).get()["ok"]
 
 
 # Rule 5: identity and forgetful disks
@@ -610,14 +617,17 @@ def test_rule5_a_node_that_dropped_a_torn_tail_is_not_counted_in_r(
     torn = _torn_member(tmp_path / "torn", reactor, "b")
     torn.bootstrap_voters = dict(nodes["a"].bootstrap_voters)
     torn.bootstrap_voters["b"] = torn.identity.incarnation
-    vote = answer(torn.follower.new_epoch(message("c", 2))).get()
+    nodes["a"].bootstrap_voters["b"] = torn.identity.incarnation  # this disk is the voter b
+    vote = answer(torn.follower.new_epoch(
+        message("c", 2, nodes["c"].identity.incarnation))).get()
     assert vote["ok"] and vote["torn"] is True
     peers = Peers()
     peers.route_to(torn)  # c is down: a and the torn b would make R = 2
     with pytest.raises(SyncFailed):
         run_sync(nodes["a"], 3, peers, 2).get()
     # Once it acknowledged entries from a leader it counts again.
-    ack = answer(torn.follower.prepare(prepare("a", 3, (1, 2), [entry(3, 3)], 0))).get()
+    ack = answer(torn.follower.prepare(prepare("a", 3, (1, 2), [entry(3, 3)], 0,
+                                               nodes["a"].identity.incarnation))).get()
     assert ack["ok"] and not torn.torn_unacked
     run_sync(nodes["a"], 4, peers, 2).get()
 
@@ -652,7 +662,7 @@ def test_rule5_a_commit_index_beyond_the_adopted_log_stops_the_candidate(
     peers = Peers()
     peers.handlers["http://b"] = lambda name, body: {
         "ok": True, "promised": body["epoch"], "last": [1, 3], "commit_index": 5,
-        "torn": False}
+        "torn": False, "incarnation": OTHER_DISK}
     with pytest.raises(LostCommits):
         run_sync(node, 2, peers, 2).get()
 
@@ -678,7 +688,7 @@ def test_rule5_rejections_carry_the_promised_epoch(tmp_path: Any, reactor: Inlin
     """A real voter's refusal tells the candidate how far to bump the epoch."""
     nodes = cluster(tmp_path, reactor)
     nodes["b"].rlog.promise(7)
-    assert answer(nodes["b"].follower.prepare(prepare("a", 3, (0, 0), [], 0))).get() == {
+    assert answer(nodes["b"].follower.prepare(prepare("a", 3, (0, 0), [], 0))).reply() == {
         "ok": False, "reject": "stale epoch", "promised": 7}
     peers = Peers()
     peers.route_to(nodes["b"])
@@ -714,7 +724,8 @@ def test_rule5_a_torn_voters_commit_index_still_counts_for_lost_commits(
     give_log(nodes["a"], [entry(1, i) for i in range(1, 4)], commit=1, promised=1)
     give_log(nodes["c"], [entry(1, i) for i in range(1, 4)], commit=1, promised=1)
     give_log(nodes["b"], [entry(1, i) for i in range(1, 6)], commit=5, promised=1)
-    nodes["b"].mark_torn()
+    nodes["b"].data_dir.mark_torn_tail()
+    nodes["b"].torn_unacked = True
     peers = Peers()
     peers.route_to(nodes["b"])
     peers.route_to(nodes["c"])
@@ -800,9 +811,9 @@ def test_rule7_newepoch_goes_to_every_voter_of_the_log_and_no_one_else(
     peers = Peers()
     urls = {v: f"http://{v}" for v in ("a", "b", "c", "d", "x")}
     for url in urls.values():
-        peers.handlers[url] = lambda name, body: {
+        peers.handlers[url] = lambda name, body, url=url: {
             "ok": True, "promised": body["epoch"], "last": [1, 1], "commit_index": 1,
-            "torn": False}
+            "torn": False, "incarnation": "i" + url[-1]}
     run_sync(node, 2, peers, 2, urls).get()
     assert sorted(peers.sent("newepoch")) == ["http://b", "http://d"]
 
@@ -995,7 +1006,7 @@ def test_rule11_install_writes_the_snapshot_file_and_a_wal_record(
     entries = [entry(1, i) for i in range(1, 6)]
     leader_store, data = snapshot_of(entries)
     node = member(tmp_path, reactor, "b")
-    assert install(node, "a", 1, entries[-1], data).get() == {
+    assert install(node, "a", 1, entries[-1], data).reply() == {
         "ok": True, "index": 5, "promised": 1}
     assert node.data_dir is not None
     assert node.data_dir.snapshot_indexes() == [5]
@@ -1006,7 +1017,7 @@ def test_rule11_install_writes_the_snapshot_file_and_a_wal_record(
     node = reopen(node, reactor)
     assert (node.rlog.base_epoch, node.rlog.base_index) == (1, 5)
     assert node.store.applied_index == 5 and node.store.digest() == leader_store.digest()
-    ack = answer(node.follower.prepare(prepare("a", 1, (1, 5), [entry(1, 6)], 6))).get()
+    ack = answer(node.follower.prepare(prepare("a", 1, (1, 5), [entry(1, 6)], 6))).reply()
     assert ack == {"ok": True, "index": 6, "promised": 1} and node.store.applied_index == 6
 
 
@@ -1062,7 +1073,7 @@ def test_rule11_a_prepare_waits_for_the_snapshot_install_in_progress(
     assert not installed.called and not heartbeat.called
     pool.run_all()
     assert installed.get()["ok"]
-    assert heartbeat.get() == {"ok": True, "index": 5, "promised": 1}
+    assert heartbeat.reply() == {"ok": True, "index": 5, "promised": 1}
 
 
 # Fails if: the commit index after a restart may be below the snapshot base.
@@ -1074,7 +1085,8 @@ def test_rule11_a_node_restarted_after_an_install_can_still_adopt_a_log(
     entries = [entry(1, i) for i in range(1, 6)]
     give_log(nodes["b"], [*entries, entry(1, 6)], commit=5, promised=1)
     _, data = snapshot_of(entries)
-    assert install(nodes["a"], "b", 1, entries[-1], data).get()["ok"]
+    assert install(nodes["a"], "b", 1, entries[-1], data,
+                   nodes["b"].identity.incarnation).get()["ok"]
     assert nodes["a"].rlog.commit_index == 5
     candidate = reopen(nodes["a"], reactor)
     peers = Peers()

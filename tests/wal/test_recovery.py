@@ -42,11 +42,11 @@ def last_segment(path: str) -> str:
 
 def test_record_round_trip_and_torn_tail_detection() -> None:
     commands = [{"op": "put", "k": b"k", "v": b"v", "rid": "r"}]
-    data = record.entry(1, 7, msgpack.packb(commands, use_bin_type=True)) + record.promise(3)
+    data = record.entry(1, 7, msgpack.packb(commands, use_bin_type=True)) + record.promise(3, "b")
     records, bad = record.read_records(data)
     assert bad is None
     assert [p for _, p in records] == [[record.RecordType.ENTRY, 1, 7, commands],
-                                       [record.RecordType.PROMISE, 3]]
+                                       [record.RecordType.PROMISE, 3, "b"]]
     _, bad = record.read_records(data + b"\x07garbage")
     assert bad is not None and bad.at_tail and bad.offset == len(data)
 

@@ -1,0 +1,104 @@
+"""
+A monotonic ``IReactorTime`` for durations: TTLs, write deadlines, liveness.
+
+Twisted's reactor reads the wall clock (``reactor.seconds`` is ``time.time``),
+so an NTP step forward would fire every timer at once: keys expire early,
+writes time out, a leader resigns. This clock measures with
+``time.monotonic`` and uses the reactor only to be woken: a timer the reactor
+fires early is re-armed for the time still left. (A step backwards can only
+make the reactor wake it late, never early.) Tests pass ``task.Clock``
+instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.error import AlreadyCancelled
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from zope.interface import implementer
+
+
+@implementer(IDelayedCall)
+class _MonotonicCall:
+    """One timer of a ``MonotonicClock``."""
+
+    def __init__(self, clock: MonotonicClock, when: float, f: Callable[..., Any],
+                 args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+        self._clock = clock
+        self._when = when
+        self._call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = (
+            f, args, kw)
+        self._wakeup: IDelayedCall | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        delay = max(0.0, self._when - self._clock.seconds())
+        self._wakeup = self._clock.reactor.callLater(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._wakeup = None
+        if self._clock.seconds() < self._when:
+            self._arm()  # the wall clock jumped forward; not yet due
+            return
+        call, self._call = self._call, None
+        self._clock.forget(self)
+        if call is not None:
+            f, args, kw = call
+            f(*args, **kw)
+
+    def getTime(self) -> float:
+        return self._when
+
+    def cancel(self) -> None:
+        if self._call is None:
+            raise AlreadyCancelled()
+        self._call = None
+        self._clock.forget(self)
+        if self._wakeup is not None and self._wakeup.active():
+            self._wakeup.cancel()
+        self._wakeup = None
+
+    def delay(self, secondsLater: float) -> None:
+        self._when += secondsLater
+        self._rearm()
+
+    def reset(self, secondsFromNow: float) -> None:
+        self._when = self._clock.seconds() + secondsFromNow
+        self._rearm()
+
+    def _rearm(self) -> None:
+        if self._wakeup is not None and self._wakeup.active():
+            self._wakeup.cancel()
+        self._arm()
+
+    def active(self) -> bool:
+        return self._call is not None
+
+
+@implementer(IReactorTime)
+class MonotonicClock:
+    """``callLater`` and ``seconds`` on ``time.monotonic``, woken by ``reactor``."""
+
+    def __init__(self, reactor: IReactorTime,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.reactor = reactor
+        self._monotonic = monotonic
+        self._calls: set[_MonotonicCall] = set()
+
+    def seconds(self) -> float:
+        return self._monotonic()
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any,
+                  **kw: Any) -> IDelayedCall:
+        call = _MonotonicCall(self, self.seconds() + delay, callable, args, kw)
+        self._calls.add(call)
+        return call
+
+    def forget(self, call: _MonotonicCall) -> None:
+        self._calls.discard(call)
+
+    def getDelayedCalls(self) -> list[IDelayedCall]:
+        return list(self._calls)

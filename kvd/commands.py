@@ -1,0 +1,135 @@
+"""
+The shape of a store command, checked where commands enter and where they apply.
+
+Commands come from the client API, from a follower's forward and from the
+log. ``problem`` says what is wrong with one, or None; the store answers a
+malformed command with an error result instead of raising half-way through an
+entry (safety rule 14), and the entry points refuse one with a 400 before it
+is ever proposed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvd import errors
+
+#: Operations a client may send (directly or through a forward).
+CLIENT_OPS = frozenset({"put", "del", "txn"})
+#: Operations only a leader itself appends (its marker, the voter set).
+LEADER_OPS = frozenset({"noop", "config"})
+
+TARGETS = frozenset({"value", "revision", "create_revision", "version", "exists"})
+COMPARISONS = frozenset({"==", "!=", "<", ">"})
+TXN_OPS = frozenset({"put", "del", "get"})
+MAX_INT = 2**63 - 1
+#: Most commands one forward may carry (a client request holds one).
+MAX_FORWARD_COMMANDS = 4096
+
+
+def _is_int(value: Any, low: int = 0, high: int = MAX_INT) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _optional_int(command: dict[str, Any], name: str, low: int = 0) -> str | None:
+    value = command.get(name)
+    if value is not None and not _is_int(value, low):
+        return f"'{name}' must be an integer of at least {low}"
+    return None
+
+
+def _key_problem(command: dict[str, Any]) -> str | None:
+    key = command.get("k")
+    if not isinstance(key, bytes) or not key:
+        return "'k' must be non-empty bytes"
+    return None
+
+
+def _compare_problem(compare: Any) -> str | None:
+    if not isinstance(compare, dict):
+        return "a compare must be a map"
+    problem = _key_problem(compare)
+    if problem is not None:
+        return problem
+    target, expected = compare.get("target"), compare.get("value")
+    if target not in TARGETS:
+        return "a compare's 'target' is unknown"
+    if compare.get("cmp", "==") not in COMPARISONS:
+        return "a compare's 'cmp' is unknown"
+    if target == "exists":
+        ok = isinstance(expected, bool)
+    elif target == "value":
+        ok = isinstance(expected, bytes)
+    else:
+        ok = _is_int(expected)
+    return None if ok else f"a {target} compare has a value of the wrong type"
+
+
+def _txn_op_problem(op: Any) -> str | None:
+    if not isinstance(op, dict) or op.get("op") not in TXN_OPS:
+        return "a txn op must be a map with 'op' put, del or get"
+    problem = _key_problem(op)
+    if problem is None and op["op"] == "put":
+        if not isinstance(op.get("v"), bytes):
+            problem = "'v' must be bytes"
+        else:
+            problem = _optional_int(op, "ttl", 1)
+    return problem
+
+
+def problem(command: Any) -> str | None:
+    """What makes ``command`` unappliable, or None if the store can apply it."""
+    if not isinstance(command, dict):
+        return "a command must be a map"
+    op = command.get("op")
+    request_id = command.get("rid")
+    if request_id is not None and not isinstance(request_id, str):
+        return "'rid' must be a string"
+    if op == "noop":
+        return None
+    if op == "config":
+        voters = command.get("voters")
+        if not isinstance(voters, list) or not voters or not all(
+                isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v)
+                for v in voters):
+            return "'voters' must be a non-empty list of [node id, incarnation]"
+        return None
+    if op in ("put", "del"):
+        found = _key_problem(command) or _optional_int(command, "prev")
+        if found is None and op == "put":
+            if not isinstance(command.get("v"), bytes):
+                found = "'v' must be bytes"
+            else:
+                found = _optional_int(command, "ttl", 1)
+        if found is None and "expire" in command and not isinstance(command["expire"], bool):
+            found = "'expire' must be a boolean"
+        return found
+    if op == "txn":
+        for name in ("compare", "success", "failure"):
+            if not isinstance(command.get(name), list):
+                return f"'{name}' must be a list"
+        for compare in command["compare"]:
+            found = _compare_problem(compare)
+            if found is not None:
+                return found
+        for op_ in (*command["success"], *command["failure"]):
+            found = _txn_op_problem(op_)
+            if found is not None:
+                return found
+        return None
+    return f"unknown op {op!r}"
+
+
+def client_commands(value: Any) -> list[dict[str, Any]]:
+    """``value`` as a list of client commands (a forward's), or BadRequest."""
+    if not isinstance(value, list) or not value:
+        raise errors.BadRequest("'commands' must be a non-empty list")
+    if len(value) > MAX_FORWARD_COMMANDS:
+        raise errors.TooLarge(f"a forward carries at most {MAX_FORWARD_COMMANDS} commands")
+    for command in value:
+        found = problem(command)
+        if found is None and command["op"] not in CLIENT_OPS:
+            found = f"op {command['op']!r} is not a client operation"
+        if found is not None:
+            raise errors.BadRequest(f"bad command: {found}")
+    return value
