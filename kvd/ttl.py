@@ -66,7 +66,7 @@ class ExpiryScheduler:
         old = self._timers.pop(key, None)
         if old is not None and old.active():
             old.cancel()
-        self._timers[key] = self.node.reactor.callLater(ttl, self._expire, key, mod_revision)
+        self._timers[key] = self.node.clock.callLater(ttl, self._expire, key, mod_revision)
 
     def _expire(self, key: bytes, mod_revision: int) -> None:
         self._timers.pop(key, None)
@@ -90,5 +90,5 @@ class ExpiryScheduler:
         if not self.armed:
             return
         self.log.info("Expiry of {key} not committed ({why}); retrying", key=key, why=why)
-        self._timers[key] = self.node.reactor.callLater(RETRY_SECONDS, self._expire, key,
+        self._timers[key] = self.node.clock.callLater(RETRY_SECONDS, self._expire, key,
                                                          mod_revision)

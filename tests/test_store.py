@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from kvd.store import Store, delete_command, noop_command, put_command
 
 
@@ -77,3 +82,34 @@ def test_applying_an_index_twice_is_refused() -> None:
         assert "applied twice" in str(e)
     else:
         raise AssertionError("re-applying an index must fail")
+
+
+# Any msgpack-able value in any field: what a forged or corrupted entry could hold.
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.binary(max_size=4)
+    | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["k", "v", "op", "prev", "ttl", "rid", "target",
+                                       "value", "cmp", "compare", "success", "failure"]),
+                      inner, max_size=4),
+    max_leaves=12,
+)
+_commands = st.fixed_dictionaries(
+    {"op": st.sampled_from(["put", "del", "txn", "noop", "config", "bogus"])},
+    optional={"k": _values, "v": _values, "prev": _values, "ttl": _values, "rid": _values,
+              "expire": _values, "compare": _values, "success": _values, "failure": _values,
+              "voters": _values},
+) | _values
+
+
+# Fails if: Store._apply_one drops its `problem(command)` check (rule 14).
+@given(st.lists(st.lists(_commands, max_size=4), max_size=6))
+def test_apply_is_total_and_deterministic(entries: list[list[Any]]) -> None:
+    """Whatever an entry holds, apply never raises and every replica gets the same."""
+    stores = [Store(), Store()]
+    for index, commands in enumerate(entries, start=1):
+        results = [store.apply(index, commands) for store in stores]
+        assert results[0] == results[1]
+        assert len(results[0]) == len(commands)
+    assert stores[0].digest() == stores[1].digest()
+    assert stores[0].applied_index == len(entries)

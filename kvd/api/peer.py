@@ -18,6 +18,7 @@ from twisted.web.resource import IResource
 
 from kvd import errors
 from kvd.api.site import MAX_PEER_BODY
+from kvd.commands import client_commands
 from kvd.node import Node, Role
 from kvd.replication.leader import NotLeading
 from kvd.replication.peer import MSGPACK, PEER_PREFIX, decode, encode
@@ -115,10 +116,12 @@ class PeerAPI:
     @app.route(f"{PEER_PREFIX}/forward", methods=["POST"])
     async def forward(self, request: IRequest) -> bytes:
         message = self._message(request)
+        # Validated before anything is proposed (safety rule 14).
+        commands = client_commands(message.get("commands"))
         node = self.node()
         if node.role != Role.LEADER or node.leader is None:
             raise errors.NotReady("this node no longer leads")
-        results = await node.submit(message["commands"])
+        results = await node.submit(commands)
         return self._reply(request, 200, {"results": results})
 
 

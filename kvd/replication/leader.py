@@ -159,6 +159,9 @@ class Leader:
         """Fires with the commands' results once committed and applied, or fails with
         OutcomeUnknown after ``write_timeout``: it may still commit later.
         """
+        if not isinstance(commands, list) or not all(isinstance(c, dict) for c in commands):
+            # Entry points validate commands; this keeps a bad one out of any batch.
+            return fail(RefusedBatch("commands must be a list of maps"))
         proposal = Proposal(commands, self.clock.seconds() + self.write_timeout)
         self._queue.append(proposal)
         if not self._flush_scheduled:

@@ -22,13 +22,14 @@ from twisted.internet.error import ConnectionLost
 
 from kvd import node as node_module
 from kvd.errors import NotReady, OutcomeUnknown
-from kvd.node import Node, Role
+from kvd.node import Node, NodeSettings, Role
 from kvd.replication import follower as follower_module
 from kvd.replication.leader import Leader, NotLeading
 from kvd.replication.log import FatalLogError
 from kvd.replication.peer import NotDelivered
 from kvd.replication.stream import FollowerStream
 from kvd.replication.sync import HigherEpoch, LostCommits, SyncFailed, synchronise
+from kvd.service import open_node, recover_store
 from kvd.store import Store, expire_command, put_command
 from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
@@ -1180,3 +1181,335 @@ def test_rule13_stepping_down_answers_writes_in_flight_504(
     for write in (queued, proposed):
         assert write.failure is not None and isinstance(write.failure.value, OutcomeUnknown)
     assert link.stopped
+
+
+# Findings of the protocol review: one test per finding, under the rule it breaks.
+
+
+# Rule 5: every vote carries the voter's incarnation
+
+
+def _wiped(tmp_path: Any, reactor: InlineReactor, nodes: dict[str, Node], node_id: str) -> Node:
+    """Voter ``node_id`` restarted on an empty data dir under its old id (a new disk)."""
+    wiped = open_member(str(tmp_path / f"{node_id}-wiped"), reactor, node_id)
+    wiped.bootstrap_voters = dict(nodes["a"].bootstrap_voters)
+    assert not wiped.is_voter()
+    return wiped
+
+
+# Fails if: synchronise counts a NEWEPOCH answer whatever its incarnation (drop the
+# `reply.get("incarnation") != voters[voter]` branch).
+def test_rule5_sync_does_not_count_an_answer_from_another_disk_of_a_voter(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    """Committed (1,1..3) on a and b; b's disk wiped; a down: c must not sync with b."""
+    nodes = cluster(tmp_path, reactor)
+    peers = Peers()
+    peers.handlers["http://b"] = lambda name, body: {
+        "ok": True, "promised": body["epoch"], "last": [0, 0], "commit_index": 0,
+        "torn": False, "incarnation": "a-new-disk"}
+    with pytest.raises(SyncFailed):
+        run_sync(nodes["c"], 2, peers, 2).get()
+    assert nodes["c"].rlog.last_index == 0, "no marker of epoch 2 over the committed entries"
+
+
+# Fails if: Follower._new_epoch drops its `if not self.node.is_voter()` refusal.
+def test_rule5_a_voter_id_on_a_new_disk_never_answers_newepoch_as_a_voter(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    nodes = cluster(tmp_path, reactor)
+    wiped = _wiped(tmp_path, reactor, nodes, "b")
+    vote = answer(wiped.follower.new_epoch(
+        message("c", 2, nodes["c"].identity.incarnation))).reply()
+    assert not vote["ok"] and vote["reject"] == "this node is not a voter of its log"
+    peers = Peers()
+    peers.route_to(wiped)
+    with pytest.raises(SyncFailed):
+        run_sync(nodes["c"], 3, peers, 2).get()
+
+
+# Fails if: FollowerStream.voter ignores the incarnation of the answer
+# (`return self.incarnation is not None`).
+def test_rule5_the_leader_does_not_count_acks_from_another_disk_of_a_voter(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    nodes = cluster(tmp_path, reactor)
+    wiped = _wiped(tmp_path, reactor, nodes, "b")
+    wiped.bootstrap_voters["a"] = nodes["a"].identity.incarnation
+    leader = lead(nodes["a"], 1, 2)
+    peers = Peers()
+    peers.route_to(wiped)
+    stream = stream_to(nodes["a"], peers, "b")
+    stream.start()
+    assert peers.sent("prepare") and stream.match_index == leader.marker_index
+    assert nodes["a"].rlog.commit_index == 0, "b's new disk acknowledged, b's old one did not"
+    assert not stream.voter
+
+
+# Rule 4: nodes refuse messages from a voter id on another disk
+
+
+# Fails if: Follower._refusal skips the incarnation (`voters[sender] != message.get(...)`
+# check dropped).
+def test_rule4_a_prepare_from_a_voter_id_with_another_incarnation_is_refused(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    nodes = cluster(tmp_path, reactor)
+    reply = answer(nodes["b"].follower.prepare(
+        prepare("a", 2, (0, 0), [entry(2, 1)], 1, incarnation="a-new-disk"))).reply()
+    assert reply == {"ok": False, "reject": "sender is not a voter", "promised": 0}
+    assert nodes["b"].rlog.last_index == 0 and nodes["b"].rlog.promised_epoch == 0
+    assert nodes["b"].role == Role.LOOKING
+
+
+# Rule 1: a node that promised a newer epoch stops syncing or leading
+
+
+# Fails if: synchronise skips `_still_candidate` after the NEWEPOCH round.
+def test_rule1_a_candidate_that_promised_a_newer_epoch_during_sync_stops(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    """Syncing epoch 5, a promises 6 to c meanwhile: its sync of 5 ends there."""
+    nodes = cluster(tmp_path, reactor)
+    candidate = nodes["a"]
+    peers = Peers()
+
+    def b_answers(name: str, body: dict[str, Any]) -> Any:
+        # While b answers, c's NEWEPOCH(6) reaches a.
+        answer(candidate.follower.new_epoch(message("c", 6, nodes["c"].identity.incarnation)))
+        return Deferred.fromCoroutine(nodes["b"].follower.new_epoch(body))
+
+    peers.handlers["http://b"] = b_answers
+    with pytest.raises(HigherEpoch):
+        run_sync(candidate, 5, peers, 2).get()
+    assert candidate.rlog.promised_epoch == 6 and candidate.rlog.last_index == 0
+
+
+# Fails if: Node.lead skips `self._check_promised(epoch)`.
+def test_rule1_a_node_that_promised_a_newer_epoch_does_not_start_leading(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node = member(tmp_path, reactor, "a")
+    node.rlog.promise(5, "a")
+    node.syncing(5)
+    answer(node.follower.new_epoch(message("b", 6))).get()
+    with pytest.raises(node_module.Superseded):
+        node.lead(5, 2, [])
+    assert node.leader is None and node.rlog.last_index == 0
+
+
+# Fails if: Leader.advance_commit drops its `promised_epoch != self.epoch` check.
+def test_rule1_a_leader_that_promised_a_newer_epoch_commits_nothing_more(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    """Even the marker: counted at epoch 5 it could overwrite what epoch 6 committed."""
+    node = member(tmp_path, reactor, "a")
+    link = FakeLink("b")
+    leader = lead(node, 5, 2, link)
+    node.rlog.promise(6, "c")  # written by a path that has not told the node yet
+    link.match_index = leader.marker_index
+    leader.stream_answered(link)
+    assert node.rlog.commit_index == 0
+
+
+# Fails if: Follower._install_snapshot drops its last `_still_promised` check.
+def test_rule1_a_snapshot_install_is_not_acknowledged_after_a_newer_promise(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    entries = [entry(1, i) for i in range(1, 4)]
+    _, data = snapshot_of(entries)
+    pool = ManualPool()
+    node = member(tmp_path, reactor, "b", pool)
+    installed = install(node, "a", 1, entries[-1], data)
+    pool.run_one()  # the promise of epoch 1
+    assert not installed.called
+    node.rlog.promise(2, "c")  # b promises epoch 2 while the snapshot is written
+    pool.run_all()
+    assert installed.reply() == {"ok": False, "reject": "promised a newer epoch meanwhile",
+                                 "promised": 2}
+
+
+# Rule 15: one leader per epoch
+
+
+# Fails if: Follower._refusal drops the `rlog.promised_leader not in ("", sender)` check.
+def test_rule15_an_epoch_promised_to_one_leader_is_refused_to_another(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    """ZooKeeper's data was restored from a backup: a and c both took epoch 5."""
+    node = member(tmp_path, reactor, "b")
+    assert answer(node.follower.new_epoch(message("a", 5))).get()["ok"]
+    for reply in (answer(node.follower.new_epoch(message("c", 5))).reply(),
+                  answer(node.follower.prepare(prepare("c", 5, (0, 0), [entry(5, 1)],
+                                                       0))).reply()):
+        assert reply == {"ok": False, "reject": "epoch 5 was promised to another leader",
+                         "promised": 5}
+    assert node.rlog.last_index == 0
+    assert answer(node.follower.prepare(prepare("a", 5, (0, 0), [entry(5, 1)], 0))).get()["ok"]
+
+
+# Fails if: recovery ignores the leader of a PROMISE record (`leader = ""`).
+def test_rule15_the_leader_of_a_promise_survives_a_restart(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node = member(tmp_path, reactor, "b")
+    answer(node.follower.new_epoch(message("a", 5))).get()
+    node = reopen(node, reactor)
+    assert (node.rlog.promised_epoch, node.rlog.promised_leader) == (5, "a")
+    assert not answer(node.follower.new_epoch(message("c", 5))).get()["ok"]
+
+
+# Fails if: the promise made at start from ZooKeeper's epoch binds a leader (then the
+# first candidate of that epoch would be refused).
+def test_rule15_a_promise_read_from_zookeeper_binds_the_first_leader_that_comes(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node = member(tmp_path, reactor, "b")
+    node.rlog.promise(5)
+    assert answer(node.follower.new_epoch(message("a", 5))).get()["ok"]
+    assert node.rlog.promised_leader == "a"
+    assert not answer(node.follower.new_epoch(message("c", 5))).get()["ok"]
+
+
+# Rule 14: a total state machine
+
+
+# Fails if: Store._apply_one drops its `problem(command)` check.
+def test_rule14_a_malformed_command_yields_an_error_result_and_the_entry_applies(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    """A put with no key: the entry applies, later ones too, and so does a restart."""
+    node = member(tmp_path, reactor, "b")
+    bad = LogEntry(1, 1, [{"op": "put"}, put("k1")])
+    ack = answer(node.follower.prepare(prepare("a", 1, (0, 0), [bad, entry(1, 2)], 2))).get()
+    assert ack["ok"]
+    assert node.store.applied_index == 2 and node.store.revision == 2
+    reactor.advance(LAZY_DELAY)  # the commit mark reaches the disk
+    node = reopen(node, reactor)
+    assert node.store.applied_index == 2 and node.store.get(b"k1") is not None
+
+
+# Fails if: Leader.propose accepts commands that are not a list of maps (drop its check).
+def test_rule14_every_queued_write_gets_exactly_one_answer(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node = member(tmp_path, reactor, "a")
+    link = FakeLink("b")
+    leader = lead(node, 1, 2, link)
+    serve(node, link)
+    bad = Answer(leader.propose(7))  # type: ignore[arg-type]
+    good = Answer(leader.propose([put("k")]))
+    reactor.advance(0)
+    link.match_index = node.rlog.last_index
+    leader.stream_answered(link)
+    assert bad.failure is not None
+    assert good.get() == [{"ok": True, "revision": 1}]
+
+
+# Rule 9: a forward that fails after it was sent answers 504
+
+
+# Fails if: Node._forward answers NotReady for a leader's 504 (`raise OutcomeUnknown(message)`
+# -> `raise NotReady(message)`).
+def test_rule9_a_leaders_504_to_a_forward_stays_a_504(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    from kvd.replication.peer import PeerError
+
+    node = member(tmp_path, reactor, "b")
+    answer(node.follower.prepare(prepare("a", 1, (0, 0), [], 0))).get()
+    peers = Peers()
+    node.peer = peers.client()
+    peers.handlers["http://a"] = lambda name, body: fail(PeerError(504, {
+        "code": "outcome_unknown", "message": "not committed within 5s"}))
+    lost = Answer(node.submit([put("k")]))
+    assert lost.failure is not None and isinstance(lost.failure.value, OutcomeUnknown)
+
+
+# Rule 10: a follower's read batch
+
+
+# Fails if: Node._follower_read_index never starts a new batch once one was sent
+# (`if self._read_batch is None:`).
+def test_rule10_a_follower_read_after_a_batch_was_sent_asks_again(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node = member(tmp_path, reactor, "b")
+    answer(node.follower.prepare(prepare("a", 1, (0, 0), [entry(1, 1), entry(1, 2)], 1))).get()
+    peers = Peers()
+    node.peer = peers.client()
+    indexes = iter([1, 2])
+    peers.handlers["http://a"] = lambda name, body: {"index": next(indexes)}
+    first = Answer(node.read_barrier(True))
+    reactor.advance(0)
+    assert first.called and peers.sent("readindex") == ["http://a"]
+    second = Answer(node.read_barrier(True))
+    reactor.advance(0)
+    assert peers.sent("readindex") == ["http://a", "http://a"]
+    assert not second.called, "index 2 is not applied yet"
+    node.advance_follower_commit(2)
+    assert second.called
+
+
+# Smaller findings
+
+
+# Fails if: Node.read_barrier serves a linearizable read while `unavailable` is set.
+def test_a_linearizable_read_waits_for_the_standalone_marker(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    pool = ManualPool()
+    node = open_member(str(tmp_path / "s"), reactor, "s", pool)
+    started = Answer(node.become_standalone())
+    assert not started.called
+    with pytest.raises(NotReady):
+        node.read_barrier(True)
+    pool.run_all()
+    reactor.advance(0)
+    assert started.called and Answer(node.read_barrier(True)).called
+
+
+# Fails if: Node.read_barrier calls a min_revision in the future while syncing a 400
+# (drop the `self.role in (Role.LEADER, Role.STANDALONE)` condition).
+def test_min_revision_while_a_leader_is_elected_is_not_a_400(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node = member(tmp_path, reactor, "a")
+    lead(node, 1, 2, FakeLink("b"))  # marker appended, not committed: still syncing
+    assert node.role == Role.SYNCING
+    waiting = Answer(node.read_barrier(False, min_revision=5))
+    assert not waiting.called, "a 400 says no client can have seen revision 5"
+
+
+# Fails if: ReplicatedLog.entry drops its range check (a negative offset reads the tail).
+def test_the_log_refuses_to_read_an_entry_it_does_not_hold(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node = member(tmp_path, reactor, "b")
+    give_log(node, [entry(1, 1), entry(1, 2)], promised=1)
+    with pytest.raises(FatalLogError):
+        node.rlog.entry(0)
+    with pytest.raises(FatalLogError):
+        node.rlog.entry(3)
+
+
+# Fails if: ExpiryScheduler arms its timers on the node's reactor instead of its clock.
+def test_rule12_ttls_run_on_the_monotonic_clock_not_the_wall_clock(tmp_path: Any) -> None:
+    """An NTP step of the wall clock expires nothing; the monotonic clock decides."""
+    from tests.support import InlinePool
+
+    wall, monotonic = InlineReactor(), InlineReactor()
+    data_dir = DataDir(str(tmp_path / "a"))
+    node, _ = open_node(wall, data_dir, recover_store(data_dir, "a"), NodeSettings(url="u"),
+                        True, pool=InlinePool(), clock=monotonic)
+    started = Answer(node.become_standalone())
+    wall.advance(0)
+    assert started.called
+    write = submit(node, wall, put_command(b"k", b"v", "w1", ttl=10))
+    assert write.get()[0]["ok"]
+    wall.advance(3600)
+    assert node.store.get(b"k") is not None
+    monotonic.advance(10)
+    wall.advance(0)
+    assert node.store.get(b"k") is None
+    node.rlog._writer.close()

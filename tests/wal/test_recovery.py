@@ -217,3 +217,31 @@ def test_snapshot_position_is_read_without_the_store(tmp_path: Any) -> None:
     assert snapshot.read_newest_raw(data_dir) == (3, 41, data)
     with pytest.raises(ValueError):
         snapshot.position(data[:-1])
+
+
+# Fails if: recover writes the torn-tail flag after cutting the tail (or not at all).
+def test_the_torn_tail_flag_is_on_disk_before_the_tail_is_cut(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash during the cut leaves a node that knows it may have lost entries (rule 5)."""
+    from kvd.wal import recovery
+
+    path = str(tmp_path)
+    reactor = InlineReactor()
+    node = restart(path, reactor)
+    write(node, reactor, put_command(b"k", b"v", "r1"))
+    node.rlog._writer.close()
+    with open(last_segment(path), "ab") as f:
+        f.write(b"\x30\x00\x00\x00torn")
+
+    def crash_on_cut(file: str, mode: str = "r", *a: Any, **kw: Any) -> Any:
+        if mode == "r+b":
+            raise OSError("the machine lost power here")
+        return open(file, mode, *a, **kw)
+
+    monkeypatch.setattr(recovery, "open", crash_on_cut, raising=False)
+    with pytest.raises(OSError):
+        recover(DataDir(path))
+    assert DataDir(path).torn_tail_marked()
+    monkeypatch.undo()
+    assert restart(path, reactor).torn_unacked
