@@ -143,9 +143,6 @@ class Follower:
             entries = [e for e in entries if e.index > rlog.base_index]
             prev_index = rlog.base_index
         elif rlog.epoch_at(prev_index) != prev_epoch:
-            refusal = self._still_promised(epoch)
-            if refusal is not None:
-                return refusal
             hint = rlog.last_index if prev_index > rlog.last_index else prev_index - 1
             return {"ok": False, "nack": True, "last_index": max(hint, rlog.commit_index),
                     "promised": rlog.promised_epoch}

@@ -229,3 +229,53 @@ def test_a_node_started_while_zookeeper_is_down_answers_503_then_serves(
         assert c.put(node, "k", "v").status == 200
     finally:
         c.stop()
+
+
+# Safety rule 5. Fails if: synchronise counts NEWEPOCH answers whatever their incarnation
+# and Follower._new_epoch answers as a voter on a new disk (both checks dropped).
+def test_a_voter_wiped_and_restarted_under_its_old_id_does_not_count(cluster: Cluster) -> None:
+    """X paused; writes acknowledged by L and Y; L and Y killed; Y's disk wiped and Y
+    restarted with its old --node-id; X resumed: X and the new Y must not form a quorum
+    on X's shorter log. Once L is back, every acknowledged write is there."""
+    import shutil
+
+    leader = cluster.wait_leader()
+    x, y = [n for n in cluster.nodes if n is not leader]
+    y_id = cluster.status(y)["node_id"]
+    cluster.pause(x)
+    acknowledged = {}
+    for i in range(60):
+        response = cluster.put(leader, f"wiped{i}", f"v{i}")
+        assert response.status == 200, response.body
+        acknowledged[f"wiped{i}"] = (f"v{i}", response.body["revision"])
+    epoch = cluster.status(leader)["epoch"]
+    leader.kill()
+    y.kill()
+    shutil.rmtree(y.data_dir)
+    y.args = [*y.args, "--node-id", y_id]
+    y.start(wait=False)
+
+    def registered() -> bool:
+        try:
+            return any(m["node_id"] == y_id for m in cluster.status(y)["members"])
+        except Exception:
+            return False
+
+    wait_for(registered, 20, "the wiped node registered")
+    cluster.resume(x)
+
+    def tried_twice() -> bool:
+        try:
+            return cluster.status(x)["epoch"] >= epoch + 2
+        except Exception:
+            return False
+
+    # Each election X stands in takes an epoch; with Y counted, the first would do.
+    wait_for(tried_twice, 30, "X stood for election twice without a quorum")
+    assert cluster.status(x)["role"] != "leader"
+    leader.start(wait=False)
+    cluster.wait_leader(SESSION_TIMEOUT + 20)
+    assert leader.proc is not None and leader.proc.poll() is None, leader.log_tail()
+    assert_everywhere(cluster, acknowledged)
+    members = {m["node_id"]: m["role"] for m in cluster.status(leader)["members"]}
+    assert members[y_id] == "learner"

@@ -183,7 +183,7 @@ def test_rule1_ack_waits_for_the_entries_fsync(tmp_path: Any, reactor: InlineRea
     """A PREPARE's ACK is not produced before its entries are on disk."""
     pool = ManualPool()
     node = member(tmp_path, reactor, "b", pool)
-    node.rlog.promise(1)
+    node.rlog.promise(1, "a")
     pool.run_all()
     ack = answer(node.follower.prepare(prepare("a", 1, (0, 0), [entry(1, 1), entry(1, 2)], 0)))
     assert not ack.called and pool.jobs, "the WAL write is still queued"
@@ -336,7 +336,8 @@ def test_rule1_a_candidate_persists_its_promise_before_counting_itself(
     assert recover(DataDir(str(tmp_path / "slow" / "a"))).promised_epoch == 1
 
 
-# Fails if: the NACK path in Follower._prepare skips `_still_promised`.
+# Fails if: Follower._prepare skips the `_still_promised` check right after `_promise`
+# (a NACK has no fsync to wait for: that check is the one that covers it).
 def test_rule1_a_nack_sent_after_a_newer_promise_is_not_a_read_confirmation(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
