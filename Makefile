@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := zookeeper python3-venv
 
-.PHONY: run test lint deps bench clean
+.PHONY: run test lint mutants deps bench clean
 
 deps: $(VENV)/.installed /usr/share/java/zookeeper.jar
 
@@ -32,6 +32,10 @@ test: deps
 
 lint: deps
 	$(PY) -m ruff check .
+
+# Mutation check of the safety tests (tests/mutants.toml); slow, so not part of `test`.
+mutants: deps
+	$(PY) -m tests.mutants
 
 bench: deps
 	$(PY) bench/standalone.py

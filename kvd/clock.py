@@ -1,13 +1,14 @@
 """
-A monotonic ``IReactorTime`` for durations: TTLs, write deadlines, liveness.
+Monotonic time for the reactor and for durations: TTLs, deadlines, liveness.
 
 Twisted's reactor reads the wall clock (``reactor.seconds`` is ``time.time``),
-so an NTP step forward would fire every timer at once: keys expire early,
-writes time out, a leader resigns. This clock measures with
-``time.monotonic`` and uses the reactor only to be woken: a timer the reactor
-fires early is re-armed for the time still left. (A step backwards can only
-make the reactor wake it late, never early.) Tests pass ``task.Clock``
-instead.
+so an NTP step forward fires every timer due within the step at once (keys
+expire early, writes time out, a leader resigns) and a step backwards makes
+every pending timer late by the step (heartbeats stop, so does the node).
+``use_monotonic_time`` makes a reactor measure with ``time.monotonic``
+instead; the node also measures its own durations on a ``MonotonicClock``,
+which re-arms a timer that its reactor fires early, so that it holds on any
+reactor. Tests pass ``task.Clock`` instead.
 """
 
 from __future__ import annotations
@@ -19,6 +20,22 @@ from typing import Any
 from twisted.internet.error import AlreadyCancelled
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
+
+
+def use_monotonic_time(reactor: Any, monotonic: Callable[[], float] = time.monotonic) -> None:
+    """Make ``reactor`` measure time monotonically, timers already scheduled included.
+
+    ``seconds`` is a method that every ``callLater`` and the main loop read;
+    Twisted offers no other way to choose its clock. The timers scheduled so far
+    are moved onto the new time base by one shift, which keeps their order.
+    """
+    if getattr(reactor, "seconds", None) is monotonic:
+        return
+    shift = monotonic() - reactor.seconds()
+    for call in reactor.getDelayedCalls():
+        call.time += shift
+        call.seconds = monotonic
+    reactor.seconds = monotonic
 
 
 @implementer(IDelayedCall)

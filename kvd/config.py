@@ -26,6 +26,12 @@ class NodeConfig:
     write_timeout: float = 5.0
     watch_history: int = 10_000
     standalone: bool = False
+    #: Endpoint of the peer listener (None: an ephemeral port on the client host).
+    peer_listen: str | None = None
+    #: URL other nodes reach the peer listener at (None: from the port it got).
+    advertise_peer: str | None = None
+    #: File holding the cluster's peer secret (None: kept in ZooKeeper).
+    peer_secret_file: str | None = None
 
     @property
     def sync_quorum(self) -> int:

@@ -31,6 +31,11 @@ class BadRequest(KvdError):
     code = "bad_request"
 
 
+class Unauthorized(KvdError):
+    status = 401
+    code = "unauthorized"
+
+
 class TooLarge(KvdError):
     status = 413
     code = "too_large"

@@ -54,6 +54,8 @@ class NodeSettings:
     """The knobs of a node that matter beyond start-up."""
 
     url: str
+    #: Where peers reach this node's peer listener ("" in tests: the same as ``url``).
+    peer_url: str = ""
     write_timeout: float = 5.0
     read_timeout: float = 5.0
     #: Take a snapshot every this many applied entries.
@@ -132,7 +134,7 @@ class Node:
         d = self.rlog.promise(epoch, self.node_id)
         self.role = Role.STANDALONE
         marker = self._start_leader(epoch, 1, [])
-        self.leader_info = {"node_id": self.node_id, "url": self.settings.url}
+        self.leader_info = self._own_info()
         ready = self.wait_applied(marker)
 
         def serving(_: object) -> None:
@@ -197,7 +199,8 @@ class Node:
     def _start_leader(self, epoch: int, write_quorum: int, extra: list[Command]) -> int:
         self.epoch = epoch
         leader = Leader(self.reactor, self.rlog, epoch, write_quorum, self.apply_committed,
-                        self.node_id, self.settings.url, self.saw_epoch, clock=self.clock)
+                        self.node_id, self.settings.url, self.saw_epoch, clock=self.clock,
+                        peer_url=self.peer_url)
         leader.incarnation = self.identity.incarnation
         leader.observe_round = self.observe_round
         leader.write_timeout = self.settings.write_timeout
@@ -212,7 +215,7 @@ class Node:
         self.role = Role.LEADER
         self.unavailable = None
         self.expiry.start()
-        self.leader_info = {"node_id": self.node_id, "url": self.settings.url}
+        self.leader_info = self._own_info()
 
     def saw_epoch(self, epoch: int) -> None:
         """A newer epoch exists: a leader or candidate of an older one stops at once (rule 1)."""
@@ -221,7 +224,14 @@ class Node:
         for callback in list(self.on_newer_epoch):
             callback(epoch)
 
-    def follow(self, epoch: int, leader_id: str, url: str) -> None:
+    @property
+    def peer_url(self) -> str:
+        return self.settings.peer_url or self.settings.url
+
+    def _own_info(self) -> dict[str, str]:
+        return {"node_id": self.node_id, "url": self.settings.url, "peer_url": self.peer_url}
+
+    def follow(self, epoch: int, leader_id: str, url: str, peer_url: str) -> None:
         if self.role in (Role.LEADER, Role.SYNCING) and epoch > self.epoch:
             self.step_down(f"following {leader_id} at epoch {epoch}")
         if self.leader is None and self.role != Role.SYNCING:
@@ -230,7 +240,7 @@ class Node:
                               epoch=epoch)
             self.role = Role.FOLLOWER
             self.epoch = epoch
-            self.leader_info = {"node_id": leader_id, "url": url}
+            self.leader_info = {"node_id": leader_id, "url": url, "peer_url": peer_url}
             self.unavailable = None
 
     def leader_announced(self, info: dict[str, Any] | None) -> None:
@@ -242,7 +252,8 @@ class Node:
                 self.role = Role.LOOKING
             self.leader_info = None
         elif info["epoch"] >= self.rlog.promised_epoch:
-            self.leader_info = {"node_id": info["node_id"], "url": info["url"]}
+            self.leader_info = {"node_id": info["node_id"], "url": info["url"],
+                                "peer_url": info.get("peer_url") or info["url"]}
 
     def session_waiting(self, reason: str) -> None:
         """Not connected to ZooKeeper yet."""
@@ -366,7 +377,7 @@ class Node:
         leader = self.leader_info
         if leader is None or self.peer is None or leader["node_id"] == self.node_id:
             raise NotReady("no leader is known right now; retry shortly")
-        d = self.peer.call(leader["url"], "forward", {"commands": commands},
+        d = self.peer.call(leader["peer_url"], "forward", {"commands": commands},
                            self.settings.write_timeout + 1)
 
         def failed(failure: Failure) -> None:
@@ -452,10 +463,10 @@ class Node:
                 raise NotReady(self.unavailable or "no leader to confirm a linearizable read")
         else:
             d = succeed(None)
-        if min_revision > self.store.revision and self.unavailable is None \
-                and self.role in (Role.LEADER, Role.STANDALONE) \
+        if min_revision > self.store.revision and self.leader is not None \
+                and self.unavailable is None \
                 and self.rlog.commit_index == self.store.applied_index:
-            # The leader has applied all it committed: no client can have seen this.
+            # A serving leader has applied all it committed: no client can have seen this.
             raise BadRequest(f"min_revision {min_revision} is a future revision "
                              f"(current {self.store.revision})")
         if min_revision > self.store.revision:
@@ -480,7 +491,7 @@ class Node:
         if leader is None or self.peer is None:
             batch.errback(NotReady("no leader to confirm a linearizable read"))
             return
-        d = self.peer.call(leader["url"], "readindex", {}, self.settings.read_timeout)
+        d = self.peer.call(leader["peer_url"], "readindex", {}, self.settings.read_timeout)
         d.addCallback(lambda answer: int(answer["index"]))
         d.addErrback(lambda f: _raise(NotReady(
             f"the leader could not confirm a read: {f.getErrorMessage()}")))
@@ -514,7 +525,8 @@ class Node:
             "commit_index": self.rlog.commit_index,
             "applied_index": self.store.applied_index,
             "members": self.cluster_members() if self.cluster_members is not None else [
-                {"node_id": self.node_id, "url": self.settings.url, "role": self.role.value,
+                {"node_id": self.node_id, "url": self.settings.url, "peer_url": self.peer_url,
+                 "role": self.role.value,
                  "last_index": self.rlog.last_index, "lag": 0}
             ],
         }

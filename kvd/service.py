@@ -13,18 +13,20 @@ import os
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kvd.api.client import ClientAPI, Limits
 from kvd.api.peer import PeerAPI
-from kvd.api.site import KvdSite, Root
-from kvd.clock import MonotonicClock
+from kvd.api.site import MAX_PEER_BODY, KvdSite, Root
+from kvd.clock import MonotonicClock, use_monotonic_time
 from kvd.config import NodeConfig
 from kvd.coord.bridge import ZooKeeperService
 from kvd.coord.cluster import ClusterCoordinator
@@ -32,6 +34,7 @@ from kvd.metrics import Metrics
 from kvd.node import Node, NodeSettings
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import PeerClient
+from kvd.replication.peerauth import PeerAuth, read_secret_file
 from kvd.store import DEFAULT_HISTORY, Store
 from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
@@ -117,6 +120,8 @@ class KvdService(MultiService):
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
+            # Our own process's reactor: no timer may move with the wall clock.
+            use_monotonic_time(reactor)
         self.reactor = reactor
         self.config = config
         self.node: Node | None = None
@@ -128,11 +133,16 @@ class KvdService(MultiService):
             config.max_key_bytes, config.max_value_bytes, config.max_body_bytes),
             metrics=self.metrics)
         expose = os.environ.get("KVD_TESTING_EXPOSE_SESSION") == "1"
-        self.peer_api = PeerAPI(lambda: self.node, session=self._zookeeper_session if expose
-                                else None)
-        self.site = KvdSite(Root(self.api.resource(), self.peer_api.resource()),
-                            config.max_body_bytes, self.metrics)
+        secret = None if config.peer_secret_file is None else read_secret_file(
+            config.peer_secret_file)
+        self.peer_auth = PeerAuth(secret)
+        self.peer_api = PeerAPI(lambda: self.node, self.peer_auth,
+                                session=self._zookeeper_session if expose else None)
+        self.site = KvdSite(Root(self.api.resource()), config.max_body_bytes, self.metrics)
         strports.service(config.listen, self.site).setServiceParent(self)
+        self.peer_site = KvdSite(Root(self.peer_api.resource()), MAX_PEER_BODY, self.metrics)
+        self.peer_port: Any = None
+        self.peer_url = config.advertise_peer
         self.coordinator: ClusterCoordinator | None = None
         self.peer: PeerClient | None = None
         if not config.standalone:
@@ -154,9 +164,26 @@ class KvdService(MultiService):
                           "For benchmarks only.")
         super().startService()
         self.log.info("Recovering {data_dir}", data_dir=self.data_dir.root)
-        d = deferToThread(self._recover)
+        recovering = deferToThread(self._recover)
+        d = recovering if self.config.standalone else self._listen_peer().addCallback(
+            lambda _: recovering)
         d.addCallback(self._recovered)
         d.addCallbacks(self.ready.callback, self._fatal)
+
+    def _listen_peer(self) -> Deferred[None]:
+        """Open the peer listener; its URL defaults to the client host, port it got."""
+        host = urlsplit(self.config.advertise).hostname or "127.0.0.1"
+        description = self.config.peer_listen or f"tcp:0:interface={host}"
+        d = serverFromString(self.reactor, description).listen(self.peer_site)
+
+        def listening(port: Any) -> None:
+            self.peer_port = port
+            if self.peer_url is None:
+                self.peer_url = f"http://{host}:{port.getHost().port}"
+            self.log.info("Peer listener on {description}, advertised as {url}",
+                          description=description, url=self.peer_url)
+
+        return d.addCallback(listening)
 
     def _recover(self) -> tuple[Recovered, Store, Identity]:
         return recover_store(self.data_dir, self.config.node_id, self.config.watch_history)
@@ -165,6 +192,7 @@ class KvdService(MultiService):
         recovered, store, identity = outcome
         settings = NodeSettings(
             url=self.config.advertise,
+            peer_url=self.peer_url or "",
             write_timeout=self.config.write_timeout,
             snapshot_entries=self.config.snapshot_entries,
             log_tail=min(5000, max(1, self.config.snapshot_entries // 4)),
@@ -179,10 +207,10 @@ class KvdService(MultiService):
         if self.config.standalone:
             return self.node.become_standalone()
         assert self.zookeeper is not None
-        self.peer = PeerClient(self.reactor)
+        self.peer = PeerClient(self.reactor, self.peer_auth)
         self.node.peer = self.peer
         self.coordinator = ClusterCoordinator(self.reactor, self.zookeeper, self.node,
-                                              self.config, self.peer)
+                                              self.config, self.peer, self.peer_auth)
         self.coordinator.start()
         return succeed(None)
 
@@ -249,4 +277,6 @@ class KvdService(MultiService):
         waits = [d, closing]
         if self.peer is not None:
             waits.append(self.peer.close())
+        if self.peer_port is not None:
+            waits.append(self.peer_port.stopListening())
         return DeferredList(waits, consumeErrors=True)

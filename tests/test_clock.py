@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.error import AlreadyCancelled
 from twisted.internet.task import Clock
 
-from kvd.clock import MonotonicClock
+from kvd.clock import MonotonicClock, use_monotonic_time
 
 
 class Monotonic:
@@ -56,3 +56,26 @@ def test_timers_fire_in_time_cancel_and_reset() -> None:
     monotonic.now += 2
     wall.advance(2)
     assert fired == [1] and clock.getDelayedCalls() == []
+
+
+# Fails if: use_monotonic_time leaves the reactor's seconds on the wall clock.
+def test_a_reactor_on_monotonic_time_keeps_its_timers_and_their_order() -> None:
+    from twisted.internet.base import ReactorBase
+
+    class Reactor(ReactorBase):  # a reactor's timers without an event loop
+        def installWaker(self) -> None:
+            pass
+
+    reactor = Reactor()
+    fired: list[str] = []
+    reactor.callLater(2, fired.append, "second")
+    reactor.callLater(1, fired.append, "first")
+    monotonic = Monotonic()
+    use_monotonic_time(reactor, monotonic)
+    assert reactor.seconds() == 100.0
+    reactor.callLater(3, fired.append, "third")
+    times = sorted(c.getTime() for c in reactor.getDelayedCalls())
+    assert times == pytest.approx([101.0, 102.0, 103.0], abs=0.1)
+    monotonic.now = 102.5
+    reactor.runUntilCurrent()
+    assert fired == ["first", "second"]

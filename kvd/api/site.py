@@ -1,5 +1,6 @@
 """
-The HTTP site of a node: client and peer APIs under one listener.
+The HTTP sites of a node: the client API on the client listener, the peer
+API on the peer listener (``/peer/*`` on the client listener is a 404).
 
 Two things happen here before any route runs: a body announced larger than
 the limit is refused with 413 as soon as its headers arrive (not after it
@@ -54,8 +55,6 @@ class KvdRequest(Request):
 
     def gotLength(self, length: int | None) -> None:
         limit = self.channel.site.max_body_bytes
-        if self.uri.startswith(b"/peer/"):
-            limit = MAX_PEER_BODY
         if length is not None and length > limit:
             self.too_large = limit
             self.content = _Discard()
@@ -103,12 +102,11 @@ class _Refusal(Resource):
 
 
 class Root(Resource):
-    """Sends ``/peer/...`` to the peer API and everything else to the client API."""
+    """Refuses what must not reach a route, and hands the rest to one API."""
 
-    def __init__(self, client: IResource, peer: IResource) -> None:
+    def __init__(self, api: IResource) -> None:
         super().__init__()
-        self._client = client
-        self._peer = peer
+        self._api = api
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
         limit = getattr(request, "too_large", None)
@@ -118,7 +116,7 @@ class Root(Resource):
             unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
             return _Refusal(400, "bad_request", "the path is not valid UTF-8")
-        # Both are Klein resources that route on the whole path: hand the
-        # segment back so they see the path as it came.
+        # A Klein resource routes on the whole path: hand the segment back so
+        # that it sees the path as it came.
         request.postpath.insert(0, request.prepath.pop())
-        return self._peer if path == b"peer" else self._client
+        return self._api

@@ -25,6 +25,7 @@ from kvd.config import NodeConfig
 from kvd.coord.bridge import CONNECTED, LOST, SUSPENDED, TransactionFailed, ZooKeeperService
 from kvd.node import Node, Role, Superseded
 from kvd.replication.peer import PeerClient
+from kvd.replication.peerauth import PeerAuth, generate_secret
 from kvd.replication.stream import FollowerStream
 from kvd.replication.sync import HigherEpoch, LostCommits, SyncFailed, synchronise
 
@@ -38,6 +39,11 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True).encode()
 
 
+def _peer_url(member: dict[str, Any]) -> Any:
+    """Where a member takes peer messages (older members had only ``url``)."""
+    return member.get("peer_url") or member.get("url")
+
+
 def _sequence(name: str) -> int:
     return int(name.rsplit("-n_", 1)[1])
 
@@ -48,12 +54,14 @@ class ClusterCoordinator:
     log = Logger()
 
     def __init__(self, reactor: Any, zk: ZooKeeperService, node: Node, config: NodeConfig,
-                 peer: PeerClient) -> None:
+                 peer: PeerClient, auth: PeerAuth | None = None) -> None:
         self.reactor = reactor
         self.zk = zk
         self.node = node
         self.config = config
         self.peer = peer
+        #: The peer secret's holder, to fill from ZooKeeper when no file gave it.
+        self.auth = auth
         self.root = f"/kvd/{config.cluster}"
         self.replicas = config.replicas
         self.write_quorum = config.write_quorum
@@ -143,6 +151,7 @@ class ClusterCoordinator:
         for part in ("election", "members"):
             await zk.ensure_path(self.path(part))
         config = await self._config()
+        await self._cluster_secret()
         await self._promise_zookeeper_epoch()
         await self._register_member()
         if not self._watching:
@@ -181,7 +190,8 @@ class ClusterCoordinator:
             return self.path("election", mine[0])
         return str(await self.zk.create(
             self.path("election", f"{self._prefix}-n_"),
-            _dumps({"node_id": self.node.node_id, "url": self.node.settings.url}),
+            _dumps({"node_id": self.node.node_id, "url": self.node.settings.url,
+                    "peer_url": self.node.peer_url}),
             ephemeral=True, sequence=True,
         ))
 
@@ -245,6 +255,23 @@ class ClusterCoordinator:
             except Exception as e:
                 self.log.info("Config changed while joining ({error}); retrying", error=e)
 
+    async def _cluster_secret(self) -> None:
+        """The peer secret from the ``secret`` znode, created by the first node.
+
+        Only when no ``--peer-secret-file`` was given: then every node of the
+        cluster reads the same secret from the cluster tree.
+        """
+        if self.auth is None or self.auth.secret is not None:
+            return
+        path = self.path("secret")
+        try:
+            await self.zk.create(path, generate_secret())
+            self.log.info("Generated the cluster's peer secret in {path}", path=path)
+        except NodeExistsError:
+            pass
+        data, _ = await self.zk.get(path)
+        self.auth.secret = bytes(data)
+
     async def _promise_zookeeper_epoch(self) -> None:
         """promised_epoch := max(own, ZooKeeper's epoch) (safety rule 5)."""
         path = self.path("epoch")
@@ -263,6 +290,7 @@ class ClusterCoordinator:
     async def _register_member(self) -> None:
         path = self.path("members", self.node.node_id)
         data = _dumps({"node_id": self.node.node_id, "url": self.node.settings.url,
+                       "peer_url": self.node.peer_url,
                        "incarnation": self.node.identity.incarnation,
                        "voter": self.node.is_voter()})
         try:
@@ -363,7 +391,7 @@ class ClusterCoordinator:
                 await node.rlog.promise(epoch, node.node_id)
                 node.syncing(epoch)
                 self.log.info("Elected: syncing epoch {epoch}", epoch=epoch)
-                urls = {i: m["url"] for i, m in self.members.items()}
+                urls = {i: _peer_url(m) for i, m in self.members.items()}
                 await synchronise(node, epoch, urls, self.peer, self.replicas -
                                   self.write_quorum + 1)
             except (HigherEpoch, Superseded) as e:
@@ -401,7 +429,8 @@ class ClusterCoordinator:
         if node.leader is None or node.epoch != epoch:
             raise Superseded(node.rlog.promised_epoch)
         leader_path = self.path("leader")
-        data = _dumps({"node_id": node.node_id, "url": node.settings.url, "epoch": epoch})
+        data = _dumps({"node_id": node.node_id, "url": node.settings.url,
+                       "peer_url": node.peer_url, "epoch": epoch})
         for _ in range(3):
             try:
                 await self.zk.create(leader_path, data, ephemeral=True)
@@ -432,13 +461,13 @@ class ClusterCoordinator:
             stream = self.streams.get(node_id)
             if stream is None:
                 stream = FollowerStream(leader, self.node.rlog, self.peer, node_id,
-                                        member.get("url"), voters.get(node_id),
+                                        _peer_url(member), voters.get(node_id),
                                         self.node.read_snapshot_file)
                 self.streams[node_id] = stream
                 leader.links[node_id] = stream
                 stream.start()
             else:
-                stream.url = member.get("url") or stream.url
+                stream.url = _peer_url(member) or stream.url
                 stream.incarnation = voters.get(node_id)
 
     def _check_quorum(self) -> None:
@@ -508,6 +537,7 @@ class ClusterCoordinator:
                 last_index = None
             lag = None if last_index is None or leader is None else \
                 max(0, self.node.rlog.last_index - last_index)
-            out.append({"node_id": node_id, "url": member.get("url"), "role": role,
+            out.append({"node_id": node_id, "url": member.get("url"),
+                        "peer_url": _peer_url(member), "role": role,
                         "last_index": last_index, "lag": lag})
         return out

@@ -17,8 +17,10 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from kvd.replication.log import FatalLogError
+from kvd.replication.messages import BadMessage
 from kvd.replication.peer import entries_from_wire, entries_to_wire
 from kvd.roles import Role
+from kvd.wal import snapshot
 
 if TYPE_CHECKING:
     from kvd.node import Node
@@ -135,7 +137,7 @@ class Follower:
         if refusal is not None:
             return refusal
         node, rlog = self.node, self.node.rlog
-        node.follow(epoch, message["node_id"], message["url"])
+        node.follow(epoch, message["node_id"], message["url"], message["peer_url"])
         prev_epoch, prev_index = message["prev"]
         entries = entries_from_wire(message["entries"])
         if prev_index < rlog.base_index:
@@ -145,7 +147,7 @@ class Follower:
         elif rlog.epoch_at(prev_index) != prev_epoch:
             hint = rlog.last_index if prev_index > rlog.last_index else prev_index - 1
             return {"ok": False, "nack": True, "last_index": max(hint, rlog.commit_index),
-                    "promised": rlog.promised_epoch}
+                    "promised": epoch}
         try:
             self.append_missing(entries)
         except FatalLogError as e:
@@ -183,13 +185,21 @@ class Follower:
         refusal = self._refusal(message)
         if refusal is not None:
             return refusal
+        # Checked before the promise: a snapshot that does not read back is a bad
+        # message, refused with nothing changed.
+        try:
+            found = snapshot.position(message["data"])
+        except Exception as e:
+            raise BadMessage(f"the snapshot does not read back ({e})") from None
+        if found != (message["snapshot_epoch"], message["snapshot_index"]):
+            raise BadMessage(f"the snapshot is at {found}, not where the message says")
         epoch = message["epoch"]
         await self._promise(epoch, message["node_id"])
         refusal = self._still_promised(epoch)
         if refusal is not None:
             return refusal
         node = self.node
-        node.follow(epoch, message["node_id"], message["url"])
+        node.follow(epoch, message["node_id"], message["url"], message["peer_url"])
         snap_index = message["snapshot_index"]
         if snap_index <= node.store.applied_index:
             return {"ok": True, "index": snap_index, "promised": epoch}

@@ -92,6 +92,7 @@ class Leader:
         url: str = "",
         on_higher_epoch: Callable[[int], None] | None = None,
         clock: IReactorTime | None = None,
+        peer_url: str = "",
     ) -> None:
         self.reactor = reactor
         self._reactor = reactor
@@ -99,6 +100,7 @@ class Leader:
         self.clock = clock if clock is not None else reactor
         self.node_id = node_id
         self.url = url
+        self.peer_url = peer_url or url
         self.incarnation = ""
         self._on_higher_epoch = on_higher_epoch
         self._pending_reads: list[Deferred[int]] = []
@@ -125,6 +127,7 @@ class Leader:
     def identity_message(self) -> dict[str, Any]:
         """The fields every message of this leader carries."""
         return {"epoch": self.epoch, "node_id": self.node_id, "url": self.url,
+                "peer_url": self.peer_url,
                 "incarnation": self.incarnation}
 
     def start(self, extra: list[Command] | None = None) -> int:

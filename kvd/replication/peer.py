@@ -12,10 +12,12 @@ from typing import Any
 
 import msgpack
 import treq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
+from kvd.replication.peerauth import HEADER as AUTH_HEADER
+from kvd.replication.peerauth import NoSecret, PeerAuth
 from kvd.wal.recovery import LogEntry
 
 PEER_PREFIX = "/peer/v1"
@@ -62,7 +64,7 @@ class _QuietClientFactory(_HTTP11ClientFactory):
 class PeerClient:
     """Calls to other nodes' peer API."""
 
-    def __init__(self, reactor: Any, token: str = "", max_per_host: int = 16) -> None:
+    def __init__(self, reactor: Any, auth: PeerAuth, max_per_host: int = 16) -> None:
         self._reactor = reactor
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool._factory = _QuietClientFactory
@@ -70,20 +72,27 @@ class PeerClient:
         self.pool.maxPersistentPerHost = max_per_host
         self.pool.cachedConnectionTimeout = 60
         self._client = treq.client.HTTPClient(Agent(reactor, pool=self.pool))
-        self._token = token
+        self._auth = auth
 
     def call(self, url: str, message: str, body: Any, timeout: float) -> Deferred[Any]:
         """POST ``body`` to ``url``'s peer endpoint ``message``; fire with the decoded answer."""
-        headers = {b"Content-Type": [MSGPACK]}
-        if self._token:
-            headers[b"X-Kvd-Peer-Token"] = [self._token.encode()]
-        d = self._client.post(f"{url}{PEER_PREFIX}/{message}", data=encode(body),
-                              headers=headers)
+        path = f"{PEER_PREFIX}/{message}"
+        data = encode(body)
+        try:
+            mac = self._auth.sign_request(path.encode(), data)
+        except NoSecret as e:
+            return fail(NotDelivered(str(e)))
+        headers = {b"Content-Type": [MSGPACK], AUTH_HEADER: [mac]}
+        d = self._client.post(f"{url}{path}", data=data, headers=headers)
 
         def read(response: Any) -> Deferred[Any]:
             content = response.content()
 
             def check(data: bytes) -> Any:
+                proof = response.headers.getRawHeaders(AUTH_HEADER, [None])[0]
+                if not self._auth.answer_ok(mac, data, proof):
+                    # Not from a node that holds the secret: trust nothing in it.
+                    raise PeerError(response.code, "the answer is not authenticated")
                 try:
                     decoded = decode(data) if data else None
                 except Exception:  # not msgpack: an error page from something else

@@ -64,7 +64,7 @@ async def synchronise(
     if not node.torn_unacked:
         answers[node.node_id] = {"last": list(rlog.last), "commit_index": rlog.commit_index}
     message = {"epoch": epoch, "node_id": node.node_id, "url": node.settings.url,
-               "incarnation": node.identity.incarnation}
+               "peer_url": node.peer_url, "incarnation": node.identity.incarnation}
     others = [v for v in voters if v != node.node_id]
     calls: list[Deferred[Any]] = []
     for voter in others:

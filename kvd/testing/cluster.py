@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+from kazoo.client import KazooClient
 
+from kvd.replication.peerauth import HEADER as AUTH_HEADER
+from kvd.replication.peerauth import PeerAuth
 from kvd.testing.process import KvdProcess, Response, request, wait_for
 from kvd.testing.zookeeper import ZooKeeperServer
 
@@ -99,10 +102,31 @@ class Cluster:
         query = "?consistency=stale" if stale else ""
         return node.call("GET", f"/api/v1/keys/{key}{query}")
 
+    def peer_secret(self) -> bytes:
+        """The cluster's peer secret, as the first node kept it in ZooKeeper."""
+        client = KazooClient(hosts=self.zookeeper.hosts)
+        client.start(10)
+        try:
+            data, _ = client.get(f"/kvd/{self.name}/secret")
+            return bytes(data)
+        finally:
+            client.stop()
+            client.close()
+
+    def peer_url(self, node: KvdProcess) -> str:
+        """Where ``node`` takes peer messages (its peer listener)."""
+        status = self.status(node)
+        return str(next(m["peer_url"] for m in status["members"]
+                        if m["node_id"] == status["node_id"]))
+
     def zookeeper_session(self, node: KvdProcess) -> tuple[int, bytes]:
         """The node's ZooKeeper session, to force its expiry."""
-        raw = request(node.url, "POST", "/peer/v1/testing/zookeeper-session",
-                      body=msgpack.packb({}), headers={"Content-Type": "application/msgpack"})
+        path = "/peer/v1/testing/zookeeper-session"
+        body = msgpack.packb({})
+        mac = PeerAuth(self.peer_secret()).sign_request(path.encode(), body)
+        raw = request(self.peer_url(node), "POST", path, body=body,
+                      headers={"Content-Type": "application/msgpack",
+                               AUTH_HEADER.decode(): mac.decode()})
         assert raw.status == 200, raw
         body = raw.body if isinstance(raw.body, dict) else msgpack.unpackb(raw.body)
         return int(body["session_id"]), bytes(body["password"])

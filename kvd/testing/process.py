@@ -86,6 +86,8 @@ class KvdProcess:
     args: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
+    #: Extra environment variables for this node's process (on top of ours).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -110,7 +112,8 @@ class KvdProcess:
         os.makedirs(self.workdir, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **self.env} if self.env else None)
         log.close()
         if wait:
             self.wait_ready(timeout)

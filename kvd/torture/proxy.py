@@ -18,16 +18,24 @@ A blocked pair is cut in one of two ways:
 * ``reset``: existing connections are reset and new ones reset at once;
   callers see lost connections quickly.
 
-ZooKeeper traffic does not go through the proxies: a partition cuts peers
-from each other, never a node from ZooKeeper.
+ZooKeeper traffic does not go through these peer proxies: a partition cuts
+peers from each other, never a node from ZooKeeper. Each node has its own
+ZooKeeper link instead (:class:`ZooKeeperLinks`, the same proxy machinery):
+its ``--zookeeper`` flag points at a proxy in front of the ZooKeeper port,
+which can reset that one node's ZooKeeper connections (and refuse new ones)
+for a while, or arm a *tripwire*: the proxy follows the ZooKeeper framing of
+the client->server stream and, right after forwarding the first create of an
+election znode or the first ``multi`` (the epoch transaction), drops the
+reply and resets the link, at once or a given delay later.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort
@@ -192,7 +200,7 @@ class _InboundFactory(Factory):
         self.proxy = proxy
 
     def buildProtocol(self, addr: Any) -> _Inbound:
-        return _Inbound(self.proxy)
+        return self.proxy.net.protocol(self.proxy)
 
 
 @dataclass
@@ -231,6 +239,9 @@ class NodeProxy:
 @dataclass
 class ProxyNet:
     """All node proxies of a cluster and the partition currently in force."""
+
+    #: The protocol of an accepted connection.
+    protocol: ClassVar[type[_Inbound]] = _Inbound
 
     reactor: Any
     #: Maps a node process id to its node index (the processes change on restarts).
@@ -308,3 +319,195 @@ class ProxyNet:
         """Stop every proxy."""
         self.blocked = frozenset()
         return DeferredList([proxy.close() for proxy in self.proxies], consumeErrors=True)
+
+
+# ZooKeeper links: one proxy per node in front of the ZooKeeper port
+
+#: ZooKeeper request types (``OpCode``) a tripwire fires on.
+ZK_CREATE_TYPES = frozenset({1, 15, 19, 21})  # create, create2, createContainer, createTTL
+ZK_MULTI = 14
+#: A frame longer than this is not ZooKeeper's (jute.maxbuffer is about 1 MiB): stop parsing.
+_ZK_MAX_FRAME = 16 * 1024 * 1024
+
+
+def zk_request(frame: bytes) -> tuple[int, str] | None:
+    """(type, path) of one client->server ZooKeeper frame (after the connect request).
+
+    ``frame`` is the whole frame, length prefix included; the path is "" for
+    requests without one at the front (multi). None if it is too short.
+    """
+    if len(frame) < 12:
+        return None
+    _xid, op = struct.unpack_from(">ii", frame, 4)
+    path = ""
+    if len(frame) >= 16:
+        (n,) = struct.unpack_from(">i", frame, 12)
+        if 0 <= n <= len(frame) - 16:
+            path = frame[16:16 + n].decode("utf-8", "replace")
+    return op, path
+
+
+def election_create(op: int, path: str) -> str | None:
+    """A tripwire match: the create of an election znode (under ``.../election/``)."""
+    if op in ZK_CREATE_TYPES and "/election/" in path:
+        return f"create {path}"
+    return None
+
+
+def epoch_multi(op: int, path: str) -> str | None:
+    """A tripwire match: a ``multi`` (kvd's only one is the epoch transaction)."""
+    return "multi (epoch transaction)" if op == ZK_MULTI else None
+
+
+def election_or_epoch(op: int, path: str) -> str | None:
+    """A tripwire match: an election znode's create or a ``multi``."""
+    return election_create(op, path) or epoch_multi(op, path)
+
+
+#: Tripwire matches by name.
+TRIP_MATCHES: dict[str, Callable[[int, str], str | None]] = {
+    "create": election_create,
+    "multi": epoch_multi,
+    "either": election_or_epoch,
+}
+
+
+@dataclass
+class Tripwire:
+    """Cut a node's ZooKeeper link right after it sends a matching request.
+
+    ``delay`` 0: the request reaches ZooKeeper, its reply is dropped and the
+    link is reset 0.1 s later (the node sees ConnectionLoss for a request that
+    took effect). A positive ``delay``: the link goes on working for that long,
+    then is cut. ``tripped(node, what)`` is called once, when it fires.
+    """
+
+    nodes: frozenset[int]
+    tripped: Callable[[int, str], None]
+    delay: float = 0.0
+    match: Callable[[int, str], str | None] = election_or_epoch
+
+
+class _ZooKeeperInbound(_Inbound):
+    """A node's connection to ZooKeeper through its link; frames are tracked for tripwires."""
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+        self.frames = 0
+        self.parsing = True
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.silenced:
+            return
+        if not self.parsing:
+            super().dataReceived(data)
+            return
+        self.buffer += data
+        while len(self.buffer) >= 4 and not self.silenced and not self.closed:
+            (n,) = struct.unpack_from(">i", self.buffer)
+            if n < 0 or n > _ZK_MAX_FRAME:  # not ZooKeeper framing: pass through from now on
+                self.parsing = False
+                rest, self.buffer = self.buffer, b""
+                super().dataReceived(rest)
+                return
+            if len(self.buffer) < 4 + n:
+                return
+            frame, self.buffer = self.buffer[:4 + n], self.buffer[4 + n:]
+            super().dataReceived(frame)
+            self.frames += 1
+            if self.frames > 1 and self.upstream is not None:  # the first is the connect request
+                request = zk_request(frame)
+                if request is not None:
+                    assert isinstance(self.proxy.net, ZooKeeperLinks)
+                    self.proxy.net.observe(self, *request)
+
+
+@dataclass
+class ZooKeeperLinks(ProxyNet):
+    """One proxy per node in front of ZooKeeper: each node's link can be cut alone."""
+
+    protocol: ClassVar[type[_Inbound]] = _ZooKeeperInbound
+
+    #: Nodes whose link is cut: their connections are reset, new ones reset at once.
+    cut: set[int] = field(default_factory=set)
+    tripwire: Tripwire | None = None
+    resets: int = 0
+    #: Cuts a fired tripwire scheduled and that have not happened yet.
+    pending: dict[int, Any] = field(default_factory=dict)
+
+    def hosts(self, index: int) -> str:
+        """What node ``index`` passes as ``--zookeeper``."""
+        return f"127.0.0.1:{self.proxies[index].port}"
+
+    def identify(self, peer_port: int, proxy_port: int) -> int | None:
+        """Every connection to a node's link is that node's."""
+        for proxy in self.proxies:
+            if proxy.port == proxy_port:
+                return proxy.index
+        return None
+
+    def action(self, source: int | None, dest: int) -> str | None:
+        return RESET if dest in self.cut else None
+
+    def cut_link(self, index: int) -> None:
+        """Reset node ``index``'s ZooKeeper connections now, and refuse new ones."""
+        self.cut.add(index)
+        for conn in [c for c in self.connections if c.proxy.index == index]:
+            self.resets += 1
+            conn.reset()
+        log.info("ZooKeeper link of node{index} cut", index=index)
+
+    def _scheduled_cut(self, index: int) -> None:
+        self.pending.pop(index, None)
+        self.cut_link(index)
+
+    def restore(self, index: int) -> None:
+        """Let node ``index`` reach ZooKeeper again (a cut still scheduled is cancelled)."""
+        call = self.pending.pop(index, None)
+        if call is not None and call.active():
+            call.cancel()
+        if index in self.cut:
+            self.cut.discard(index)
+            log.info("ZooKeeper link of node{index} restored", index=index)
+
+    def arm(self, tripwire: Tripwire) -> None:
+        self.tripwire = tripwire
+
+    def disarm(self) -> None:
+        self.tripwire = None
+
+    def observe(self, conn: _Inbound, op: int, path: str) -> None:
+        """A request was just forwarded on ``conn``: fire the tripwire if it matches."""
+        wire = self.tripwire
+        index = conn.proxy.index
+        if wire is None or index not in wire.nodes or index in self.cut:
+            return
+        what = wire.match(op, path)
+        if what is None:
+            return
+        self.tripwire = None
+        if wire.delay <= 0:
+            conn.silence()  # the request went through; its reply never arrives
+            self.cut.add(index)
+            delay = 0.1
+        else:
+            delay = wire.delay
+        self.pending[index] = self.reactor.callLater(delay, self._scheduled_cut, index)
+        log.info("Tripwire on node{index}'s ZooKeeper link: {what}", index=index, what=what)
+        wire.tripped(index, what)
+
+    def heal(self) -> None:
+        """Every link works again; no tripwire armed."""
+        self.tripwire = None
+        for index in list(self.pending):
+            self.restore(index)
+        self.cut.clear()
+        for conn in list(self.connections):
+            if conn.silenced:
+                conn.reset()
+
+    def close(self) -> Deferred[Any]:
+        """Stop every link."""
+        self.heal()
+        return super().close()

@@ -2,7 +2,8 @@
 One torture run: a real cluster behind peer proxies, clients, a nemesis, then the checks.
 
 The run goes: ZooKeeper and N ``twistd kvd`` nodes start (each advertising
-its peer proxy); the clients start; after a quiet spell the nemesis injects
+its peer proxy, reaching ZooKeeper through its own link, its reactor clock
+steppable); the clients start; after a quiet spell the nemesis injects
 faults until the fault window ends, heals everything and the clients go on
 for a quiet spell; then the clients stop and the run is checked:
 
@@ -57,8 +58,9 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from kvd.testing import wallclock
 from kvd.testing.cluster import Cluster
-from kvd.testing.process import KvdProcess
+from kvd.testing.process import KvdProcess, free_port
 from kvd.testing.zookeeper import ZooKeeperServer
 from kvd.torture.checker import (
     CAS,
@@ -74,7 +76,7 @@ from kvd.torture.checker import (
     save_history,
 )
 from kvd.torture.nemesis import FAULTS, FaultEvent, Nemesis, Timing
-from kvd.torture.proxy import ProxyNet
+from kvd.torture.proxy import ProxyNet, ZooKeeperLinks
 from kvd.torture.recorder import Recorder, Workload
 
 log = Logger()
@@ -142,6 +144,8 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     elapsed: float = 0.0
     proxy_connections: tuple[int, int] = (0, 0)
+    #: ZooKeeper connections reset by ``zk-cut`` at the nodes' links.
+    zk_link_resets: int = 0
     #: Retries of unknown writes (same Idempotency-Key), and how many a retry settled.
     retries: tuple[int, int] = (0, 0)
     error: str | None = None
@@ -187,7 +191,8 @@ class Report:
         lines += ["  " + f.describe() for f in self.faults]
         identified, unknown = self.proxy_connections
         lines.append(f"  peer connections through the proxies: {identified} identified by "
-                     f"source, {unknown} of unknown source")
+                     f"source, {unknown} of unknown source; {self.zk_link_resets} ZooKeeper "
+                     f"connections reset at the nodes' links")
         lines += ["", "throughput (acknowledged ops/s, all ops/s):"]
         for name, (start, end, ok, count) in self.windows.items():
             span = max(end - start, 1e-9)
@@ -235,6 +240,7 @@ class _Run:
         self.zookeeper = ZooKeeperServer(os.path.join(run_dir, "zookeeper"))
         self.cluster: Cluster | None = None
         self.net: ProxyNet | None = None
+        self.links: ZooKeeperLinks | None = None
         self.recorder: Recorder | None = None
         self.nemesis: Nemesis | None = None
         self.origin = 0.0
@@ -254,21 +260,35 @@ class _Run:
         return pids
 
     async def start_cluster(self) -> None:
-        """ZooKeeper, one proxy per node, and the nodes (advertising their proxies)."""
+        """ZooKeeper, one peer proxy and one ZooKeeper link per node, and the nodes.
+
+        Each node advertises its peer proxy as its peer URL, reaches ZooKeeper
+        through its own link, and reads the wall clock through an offset file
+        (``clock-step``).
+        """
         c = self.config
         await deferToThread(self.zookeeper.start)
         self.net = ProxyNet(self.reactor, self.node_pids)
+        self.links = ZooKeeperLinks(self.reactor, lambda: {})
         nodes = []
         for i in range(c.nodes):
             node = KvdProcess(os.path.join(self.run_dir, f"node{i}"))
-            proxy = self.net.add(node.port)
+            peer_port = free_port()
+            proxy = self.net.add(peer_port)
+            self.links.add(self.zookeeper.port)
+            clock = os.path.join(node.workdir, "wall-clock-offset")
+            os.makedirs(node.workdir, exist_ok=True)
+            wallclock.write_offset(clock, 0.0)
+            node.env = {wallclock.ENV: clock}
             node.args = [
-                "--zookeeper", self.zookeeper.hosts, "--cluster", "torture",
+                "--zookeeper", self.links.hosts(i), "--cluster", "torture",
                 "--session-timeout", str(c.session_timeout),
                 "--write-timeout", str(c.write_timeout),
                 "--snapshot-entries", str(c.snapshot_entries),
                 "--replicas", str(c.nodes),
-                "--advertise", proxy.url,  # peers go through the proxy (the last flag wins)
+                # Peers reach each other only through the proxies.
+                "--peer-listen", f"tcp:{peer_port}:interface=127.0.0.1",
+                "--advertise-peer", proxy.url,
             ]
             nodes.append(node)
         self.cluster = Cluster(self.run_dir, self.zookeeper, size=c.nodes, name="torture",
@@ -297,6 +317,9 @@ class _Run:
         if self.net is not None:
             self.report.proxy_connections = (self.net.identified, self.net.unknown_sources)
             await self.net.close()
+        if self.links is not None:
+            self.report.zk_link_resets = self.links.resets
+            await self.links.close()
 
     # The run itself
 
@@ -313,7 +336,7 @@ class _Run:
                                  c.seed, self.origin)
         timing = Timing(session_timeout=c.session_timeout, recovery_bound=c.recovery_bound)
         self.nemesis = Nemesis(self.reactor, self.cluster, self.zookeeper, self.net,
-                               tuple(c.faults), c.seed, self.origin, timing)
+                               tuple(c.faults), c.seed, self.origin, timing, links=self.links)
         self.recorder.start()
         fault_window_end = c.duration - c.quiet_after
         await _sleep(self.reactor, c.quiet_before)

@@ -150,3 +150,4 @@ def test_not_ready_until_recovered(tmp_path: Any) -> None:
     assert headers.getRawHeaders(b"Retry-After") == [b"1"]
     assert client.call("GET", "/readyz")[0] == 503
     assert client.call("GET", "/healthz")[0] == 200
+

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kvd.testing.cluster import Cluster
-from kvd.testing.process import KvdProcess, wait_for
+from kvd.testing.process import KvdProcess, request, wait_for
 from kvd.testing.zookeeper import ZooKeeperServer
 from tests.zkfixture import zookeeper, zookeeper_factory  # noqa: F401
 
@@ -78,6 +78,29 @@ def test_a_write_through_each_node_is_readable_through_every_node(cluster: Clust
         assert response.headers["x-kvd-leader"]
         written[f"key{i}"] = (f"value{i}", response.body["revision"])
     assert_everywhere(cluster, written)
+
+
+# Trust boundary. Fails if: the client listener routes /peer/* to the peer API.
+def test_peers_have_a_listener_of_their_own_and_authenticate(cluster: Cluster) -> None:
+    """A forged PREPARE on the client port is a 404, on the peer port without a MAC a 401;
+    neither changes anything. Every member says where its peer listener is."""
+    import msgpack
+
+    leader = cluster.wait_leader()
+    follower = next(n for n in cluster.nodes if n is not leader)
+    before = cluster.status(follower)
+    forged = msgpack.packb({"epoch": 99, "node_id": before["leader"]["node_id"],
+                            "url": "http://x", "peer_url": "http://x", "incarnation": "x",
+                            "prev": [0, 0], "entries": [], "commit": 0})
+    headers = {"Content-Type": "application/msgpack"}
+    on_client = request(follower.url, "POST", "/peer/v1/prepare", forged, headers)
+    assert on_client.status == 404 and on_client.body["error"]["code"] == "not_found"
+    on_peer = request(cluster.peer_url(follower), "POST", "/peer/v1/prepare", forged, headers)
+    assert on_peer.status == 401
+    after = cluster.status(follower)
+    assert (after["epoch"], after["leader"]) == (before["epoch"], before["leader"])
+    peer_urls = {m["peer_url"] for m in after["members"]}
+    assert len(peer_urls) == 3 and not peer_urls & {n.url for n in cluster.nodes}
     statuses = [cluster.status(n) for n in cluster.nodes]
     assert sorted(s["role"] for s in statuses) == ["follower", "follower", "leader"]
     assert len({s["epoch"] for s in statuses}) == 1

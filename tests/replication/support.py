@@ -19,8 +19,8 @@ from tests.support import InlinePool, InlineReactor
 
 __all__ = [
     "Answer", "FakeLink", "InlinePool", "InlineReactor", "ManualPool", "Peers",
-    "answer", "config_entry", "entry", "inline_defer_to_thread", "message", "open_member",
-    "close_all", "prepare", "put", "reopen", "wal_payloads",
+    "answer", "config_entry", "entry", "inline_defer_to_thread", "member_of", "message",
+    "open_member", "close_all", "prepare", "put", "reopen", "wal_payloads",
 ]
 
 
@@ -85,6 +85,14 @@ def open_member(
     return node
 
 
+def member_of(path: str, reactor: InlineReactor, node_id: str, voters: Iterable[str]) -> Node:
+    """Node ``node_id`` of a cluster of ``voters``; the others' incarnation is OTHER_DISK."""
+    node = open_member(path, reactor, node_id)
+    node.bootstrap_voters = {v: OTHER_DISK for v in voters}
+    node.bootstrap_voters[node_id] = node.identity.incarnation
+    return node
+
+
 def reopen(node: Node, reactor: InlineReactor, pool: Any = None) -> Node:
     """Close ``node``'s WAL and start it again from its data dir: a restart."""
     node.rlog._writer.close()
@@ -116,7 +124,7 @@ def message(sender: str, epoch: int, incarnation: str = OTHER_DISK,
             **fields: Any) -> dict[str, Any]:
     """A peer message from ``sender`` (on disk ``incarnation``) at ``epoch``."""
     return {"epoch": epoch, "node_id": sender, "url": f"http://{sender}",
-            "incarnation": incarnation, **fields}
+            "peer_url": f"http://{sender}", "incarnation": incarnation, **fields}
 
 
 def prepare(sender: str, epoch: int, prev: tuple[int, int], entries: Iterable[LogEntry],

@@ -24,7 +24,8 @@ def test_every_read_sharing_a_failed_follower_batch_gets_503(tmp_path: Any) -> N
     node = open_inline_node(str(tmp_path), reactor)
     node.leader = None
     node.role = Role.FOLLOWER
-    node.leader_info = {"node_id": "L", "url": "http://127.0.0.1:1"}
+    node.leader_info = {"node_id": "L", "url": "http://127.0.0.1:1",
+                        "peer_url": "http://127.0.0.1:2"}
     node.peer = UnreachableLeader()  # type: ignore[assignment]
     outcomes: list[Any] = []
     for _ in range(3):

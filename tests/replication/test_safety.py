@@ -1273,6 +1273,7 @@ def test_rule1_a_candidate_that_promised_a_newer_epoch_during_sync_stops(
     """Syncing epoch 5, a promises 6 to c meanwhile: its sync of 5 ends there."""
     nodes = cluster(tmp_path, reactor)
     candidate = nodes["a"]
+    give_log(nodes["b"], [entry(1, 1), entry(1, 2)], promised=1)  # more than a holds
     peers = Peers()
 
     def b_answers(name: str, body: dict[str, Any]) -> Any:
@@ -1284,6 +1285,7 @@ def test_rule1_a_candidate_that_promised_a_newer_epoch_during_sync_stops(
     with pytest.raises(HigherEpoch):
         run_sync(candidate, 5, peers, 2).get()
     assert candidate.rlog.promised_epoch == 6 and candidate.rlog.last_index == 0
+    assert peers.sent("fetch") == [], "went on to adopt b's log for epoch 5"
 
 
 # Fails if: Node.lead skips `self._check_promised(epoch)`.
@@ -1293,7 +1295,7 @@ def test_rule1_a_node_that_promised_a_newer_epoch_does_not_start_leading(
     node = member(tmp_path, reactor, "a")
     node.rlog.promise(5, "a")
     node.syncing(5)
-    answer(node.follower.new_epoch(message("b", 6))).get()
+    node.rlog.promise(6, "b")  # written by a path that has not told the node yet
     with pytest.raises(node_module.Superseded):
         node.lead(5, 2, [])
     assert node.leader is None and node.rlog.last_index == 0
@@ -1471,7 +1473,7 @@ def test_a_linearizable_read_waits_for_the_standalone_marker(
 
 
 # Fails if: Node.read_barrier calls a min_revision in the future while syncing a 400
-# (drop the `self.role in (Role.LEADER, Role.STANDALONE)` condition).
+# (drop the `self.unavailable is None` condition).
 def test_min_revision_while_a_leader_is_elected_is_not_a_400(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
