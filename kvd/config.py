@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -32,8 +33,23 @@ class NodeConfig:
     advertise_peer: str | None = None
     #: File holding the cluster's peer secret (None: kept in ZooKeeper).
     peer_secret_file: str | None = None
+    #: File holding ``user:password``: kvd's ZooKeeper digest identity (None: none).
+    zookeeper_auth_file: str | None = None
 
     @property
     def sync_quorum(self) -> int:
         """R = N - W + 1, so that every sync quorum meets every write quorum."""
         return self.replicas - self.write_quorum + 1
+
+
+def read_digest_file(path: str) -> tuple[str, str]:
+    """``user:password`` from ``path`` (mode 600), for ZooKeeper's digest scheme."""
+    with open(path) as f:
+        text = f.read().strip()
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"{path}: expected one line 'user:password'")
+    mode = os.stat(path).st_mode
+    if mode & 0o077:
+        raise ValueError(f"{path}: readable by others (mode {mode & 0o777:o}); chmod 600 it")
+    return user, password

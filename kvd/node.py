@@ -259,9 +259,9 @@ class Node:
         """Not connected to ZooKeeper yet."""
         self.unavailable = reason
 
-    def session_suspended(self) -> None:
+    def session_suspended(self, was_leading: bool) -> None:
         """ZooKeeper's session is suspended: a leader or candidate stops taking writes."""
-        if self.leader is not None or self.role == Role.SYNCING:
+        if was_leading or self.leader is not None or self.role == Role.SYNCING:
             self.step_down("ZooKeeper session suspended")
             self.unavailable = "ZooKeeper session suspended; waiting to reconnect"
 

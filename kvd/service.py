@@ -27,7 +27,7 @@ from kvd.api.client import ClientAPI, Limits
 from kvd.api.peer import PeerAPI
 from kvd.api.site import MAX_PEER_BODY, KvdSite, Root
 from kvd.clock import MonotonicClock, use_monotonic_time
-from kvd.config import NodeConfig
+from kvd.config import NodeConfig, read_digest_file
 from kvd.coord.bridge import ZooKeeperService
 from kvd.coord.cluster import ClusterCoordinator
 from kvd.metrics import Metrics
@@ -146,8 +146,10 @@ class KvdService(MultiService):
         self.coordinator: ClusterCoordinator | None = None
         self.peer: PeerClient | None = None
         if not config.standalone:
+            digest = None if config.zookeeper_auth_file is None else read_digest_file(
+                config.zookeeper_auth_file)
             self.zookeeper = ZooKeeperService(config.zookeeper, timeout=config.session_timeout,
-                                              reactor=reactor)
+                                              reactor=reactor, digest=digest)
             self.zookeeper.setServiceParent(self)
         self._snapshotting = False
         self.ready: Deferred[None] = Deferred()

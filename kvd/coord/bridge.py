@@ -46,6 +46,7 @@ from kazoo.hosts import collect_hosts
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
 from kazoo.retry import KazooRetry
+from kazoo.security import make_acl, make_digest_acl
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -402,12 +403,16 @@ class ZooKeeperService(Service):
         ensure_chroot: bool = True,
         reactor: _Reactor | None = None,
         client_factory: Callable[..., KazooClient] = KazooClient,
+        digest: tuple[str, str] | None = None,
     ) -> None:
         """Configure the service; ``hosts`` is kazoo's ``"h1:p1,h2:p2[/chroot]"``.
 
         ``timeout`` is the requested session timeout in seconds (the server
         clamps it). ``unreachable_warning_after`` is the delay before the
         first "unreachable" warning; later ones back off up to a minute.
+        ``digest`` (user, password) authenticates the session and makes every
+        znode it creates changeable by that identity only (``private_acl``:
+        readable by it only, too).
         """
         servers, chroot = collect_hosts(hosts)
         self.hosts = hosts
@@ -423,6 +428,14 @@ class ZooKeeperService(Service):
             reactor = cast(_Reactor, global_reactor)
         self._reactor = reactor
         self._client_factory = client_factory
+        #: The ACL of a znode only this identity may read (None without a digest).
+        self.private_acl = None if digest is None else [
+            make_digest_acl(digest[0], digest[1], all=True)]
+        self._security: dict[str, Any] = {} if digest is None else {
+            "auth_data": [("digest", f"{digest[0]}:{digest[1]}")],
+            # Anyone may read the tree (to debug it); only this identity changes it.
+            "default_acl": [*self.private_acl, make_acl("world", "anyone", read=True)],
+        }
 
         self._client: KazooClient | None = None
         self._state: SessionState = LOST
@@ -507,6 +520,7 @@ class ZooKeeperService(Service):
             hosts=self.hosts,
             timeout=self._timeout,
             connection_retry=self._connection_retry.copy(),
+            **self._security,
         )
         client.add_listener(lambda state: self._on_kazoo_state(client, state))
         self._client = client
@@ -616,7 +630,8 @@ class ZooKeeperService(Service):
             )
 
             def create() -> None:
-                helper = self._client_factory(hosts=self.servers, timeout=self._timeout)
+                helper = self._client_factory(hosts=self.servers, timeout=self._timeout,
+                                              **self._security)
                 try:
                     helper.start(timeout=self._timeout)
                     helper.ensure_path(self.chroot)

@@ -100,9 +100,10 @@ class ClusterCoordinator:
     def _state_changed(self, state: str) -> None:
         self.log.info("ZooKeeper session {state}", state=state)
         if state == SUSPENDED:
-            if self.node.leader is not None or self.node.role == Role.SYNCING:
+            leading = self.node.leader is not None or self.node.role == Role.SYNCING
+            if leading:
                 self._stop_leading("ZooKeeper session suspended")
-            self.node.session_suspended()
+            self.node.session_suspended(leading)
         elif state == LOST:
             self._generation += 1
             # The session's ephemeral znodes are gone with it; a new prefix for new ones.
@@ -265,7 +266,7 @@ class ClusterCoordinator:
             return
         path = self.path("secret")
         try:
-            await self.zk.create(path, generate_secret())
+            await self.zk.create(path, generate_secret(), acl=self.zk.private_acl)
             self.log.info("Generated the cluster's peer secret in {path}", path=path)
         except NodeExistsError:
             pass

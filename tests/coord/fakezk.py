@@ -69,6 +69,7 @@ class FakeZooKeeper:
     """The subset of ``ZooKeeperService`` the coordinator uses, in memory."""
 
     servers = "fake:2181"
+    private_acl = None
 
     def __init__(self) -> None:
         self.nodes: dict[str, Znode] = {"/": Znode(b"")}
@@ -202,7 +203,8 @@ class FakeZooKeeper:
         return node.stat
 
     def create(self, path: str, value: bytes = b"", *, ephemeral: bool = False,
-               sequence: bool = False, makepath: bool = False) -> Deferred[str]:
+               sequence: bool = False, makepath: bool = False,
+               acl: Any = None) -> Deferred[str]:
         return self._call("create", path,
                           lambda: self._create(path, value, ephemeral, sequence, makepath))
 
