@@ -35,6 +35,12 @@ class NodeConfig:
     peer_secret_file: str | None = None
     #: File holding ``user:password``: kvd's ZooKeeper digest identity (None: none).
     zookeeper_auth_file: str | None = None
+    #: Connections each listener takes at once; more are closed at once.
+    max_connections: int = 1024
+    #: Seconds a client has to send a request's headers.
+    request_timeout: float = 10.0
+    #: Watches a node streams at once.
+    max_watches: int = 1024
 
     @property
     def sync_quorum(self) -> int:

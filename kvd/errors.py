@@ -56,6 +56,11 @@ class MethodNotAllowed(KvdError):
     code = "method_not_allowed"
 
 
+class TooMany(KvdError):
+    status = 429
+    code = "too_many_requests"
+
+
 class Conflict(KvdError):
     status = 409
     code = "conflict"

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from kvd.api.client import ClientAPI, Limits
 from kvd.api.peer import PeerAPI
-from kvd.api.site import MAX_PEER_BODY, KvdSite, Root
+from kvd.api.site import MAX_PEER_BODY, ConnectionLimit, KvdSite, Root
 from kvd.clock import MonotonicClock, use_monotonic_time
 from kvd.config import NodeConfig, read_digest_file
 from kvd.coord.bridge import ZooKeeperService
@@ -130,17 +130,20 @@ class KvdService(MultiService):
         self.zookeeper: ZooKeeperService | None = None
         self.metrics = Metrics(lambda: self.node, self._session_state)
         self.api = ClientAPI(lambda: self.node, Limits(
-            config.max_key_bytes, config.max_value_bytes, config.max_body_bytes),
-            metrics=self.metrics)
+            config.max_key_bytes, config.max_value_bytes, config.max_body_bytes,
+            config.max_watches), metrics=self.metrics)
         expose = os.environ.get("KVD_TESTING_EXPOSE_SESSION") == "1"
         secret = None if config.peer_secret_file is None else read_secret_file(
             config.peer_secret_file)
         self.peer_auth = PeerAuth(secret)
         self.peer_api = PeerAPI(lambda: self.node, self.peer_auth,
                                 session=self._zookeeper_session if expose else None)
-        self.site = KvdSite(Root(self.api.resource()), config.max_body_bytes, self.metrics)
-        strports.service(config.listen, self.site).setServiceParent(self)
-        self.peer_site = KvdSite(Root(self.peer_api.resource()), MAX_PEER_BODY, self.metrics)
+        self.site = KvdSite(Root(self.api.resource()), config.max_body_bytes, self.metrics,
+                            config.request_timeout)
+        strports.service(config.listen, ConnectionLimit(self.site, config.max_connections)
+                         ).setServiceParent(self)
+        self.peer_site = KvdSite(Root(self.peer_api.resource()), MAX_PEER_BODY, self.metrics,
+                                 config.request_timeout)
         self.peer_port: Any = None
         self.peer_url = config.advertise_peer
         self.coordinator: ClusterCoordinator | None = None
@@ -176,7 +179,8 @@ class KvdService(MultiService):
         """Open the peer listener; its URL defaults to the client host, port it got."""
         host = urlsplit(self.config.advertise).hostname or "127.0.0.1"
         description = self.config.peer_listen or f"tcp:0:interface={host}"
-        d = serverFromString(self.reactor, description).listen(self.peer_site)
+        d = serverFromString(self.reactor, description).listen(
+            ConnectionLimit(self.peer_site, self.config.max_connections))
 
         def listening(port: Any) -> None:
             self.peer_port = port

@@ -60,6 +60,10 @@ class Options(usage.Options):
         ["session-timeout", None, 6.0, "ZooKeeper session timeout, seconds.", float],
         ["snapshot-entries", None, 20_000, "Snapshot every this many applied entries.", int],
         ["watch-history", None, 10_000, "Change events kept for watches to resume from.", int],
+        ["max-connections", None, 1024, "Connections each listener takes at once.", int],
+        ["request-timeout", None, 10.0, "Seconds a client has to send its request headers.",
+         float],
+        ["max-watches", None, 1024, "Watches this node streams at once.", int],
         ["write-timeout", None, 5.0, "Seconds before a write answers 504 (outcome unknown).",
          float],
     ]
@@ -103,9 +107,9 @@ class Options(usage.Options):
         if self["fsync"] not in ("always", "none"):
             raise usage.UsageError(f"--fsync must be 'always' or 'none', not {self['fsync']!r}")
         for name in ("replicas", "max-key-bytes", "max-value-bytes", "max-body-bytes",
-                     "snapshot-entries", "watch-history"):
+                     "snapshot-entries", "watch-history", "max-connections", "max-watches"):
             _positive(name, self[name])
-        for name in ("session-timeout", "write-timeout"):
+        for name in ("session-timeout", "write-timeout", "request-timeout"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         replicas = self["replicas"]
@@ -141,6 +145,9 @@ class Options(usage.Options):
             advertise_peer=self["advertise-peer"],
             peer_secret_file=self["peer-secret-file"],
             zookeeper_auth_file=self["zookeeper-auth-file"],
+            max_connections=self["max-connections"],
+            request_timeout=self["request-timeout"],
+            max_watches=self["max-watches"],
         )
 
 

@@ -47,6 +47,8 @@ class Limits:
     max_key_bytes: int = 1024
     max_value_bytes: int = 1024 * 1024
     max_body_bytes: int = 2 * 1024 * 1024
+    #: Open watches this node serves at once.
+    max_watches: int = 1024
 
 
 def dumps(obj: Any) -> bytes:
@@ -71,6 +73,8 @@ class ClientAPI:
         self._node = node
         self.limits = limits
         self.metrics = metrics
+        #: The watches streaming now (bounded by ``limits.max_watches``).
+        self.watches: set[Watch] = set()
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -375,6 +379,8 @@ class ClientAPI:
             def matches(k: bytes) -> bool:
                 return k.startswith(wanted)
 
+        if len(self.watches) >= self.limits.max_watches:
+            raise errors.TooMany(f"this node serves at most {self.limits.max_watches} watches")
         return Watch(self, request, node, matches, start_revision).start()
 
     # Cluster
@@ -407,6 +413,7 @@ class Watch:
                     f"{store.history_start + 1}", compact_revision=store.history_start)
             backlog = [e for e in store.events_since(self.start_revision)
                        if self.matches(e.key)]
+        self.api.watches.add(self)
         self.api._respond(self.request, 200, None)
         self.request.setHeader(b"Content-Type", b"application/x-ndjson")
         # Send the headers now: a watcher learns at once that the stream is open.
@@ -429,6 +436,7 @@ class Watch:
             self.done.callback(None)
 
     def _close(self) -> None:
+        self.api.watches.discard(self)
         if self._event in self.store.listeners:
             self.store.listeners.remove(self._event)
         if self._store_replaced in self.node.on_store_replaced:

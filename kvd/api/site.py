@@ -14,6 +14,10 @@ import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
+from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
@@ -62,6 +66,64 @@ class KvdRequest(Request):
         super().gotLength(length)
 
 
+log = Logger()
+
+
+class ConnectionLimit(WrappingFactory):
+    """A listener's factory that takes at most ``limit`` connections at once;
+    one more is closed as soon as it is accepted."""
+
+    noisy = False
+
+    def __init__(self, factory: Any, limit: int) -> None:
+        super().__init__(factory)
+        self.limit = limit
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self.protocols) >= self.limit:
+            return None
+        return super().buildProtocol(addr)
+
+
+class KvdChannel(HTTPChannel):
+    """HTTP/1.1 that cuts off a client whose request headers take longer than the
+    site's ``request_timeout`` to arrive (one byte a second keeps twisted.web's
+    idle timeout from ever firing)."""
+
+    _headers_deadline: IDelayedCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.line_mode and self._headers_deadline is None \
+                and self.site.request_timeout:  # type: ignore[attr-defined]
+            self._headers_deadline = self.callLater(
+                self.site.request_timeout, self._headers_too_slow)  # type: ignore[attr-defined]
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_deadline()
+        super().allHeadersReceived()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _cancel_deadline(self) -> None:
+        if self._headers_deadline is not None and self._headers_deadline.active():
+            self._headers_deadline.cancel()
+        self._headers_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._headers_deadline = None
+        peer = self.transport.getPeer() if self.transport is not None else None
+        log.info("Cut off {peer}: request headers not received within {timeout}s",
+                 peer=getattr(peer, "host", "?"),
+                 timeout=self.site.request_timeout)  # type: ignore[attr-defined]
+        if self.transport is not None:
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                                 b"Content-Length: 0\r\n\r\n")
+            self.transport.loseConnection()
+
+
 class KvdSite(Site):
     """Feeds request metrics instead of writing access log lines (they cost more
     than the request), and knows the body limit.
@@ -69,11 +131,14 @@ class KvdSite(Site):
 
     noisy = False
     requestFactory = KvdRequest
+    protocol = KvdChannel  # type: ignore[assignment]
 
     def __init__(self, resource: IResource, max_body_bytes: int,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, request_timeout: float = 10.0) -> None:
         super().__init__(resource)
         self.max_body_bytes = max_body_bytes
+        #: Seconds a client has to send a request's headers.
+        self.request_timeout = request_timeout
         self.metrics = metrics
         self.displayTracebacks = False
 

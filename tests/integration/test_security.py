@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import os
+import socket
+import time
 from typing import Any
 
 import pytest
@@ -10,7 +14,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 
 from kvd.testing.cluster import Cluster
-from kvd.testing.process import KvdProcess
+from kvd.testing.process import KvdProcess, request, wait_for
 from kvd.testing.zookeeper import ZooKeeperServer
 from tests.zkfixture import zookeeper  # noqa: F401
 
@@ -48,3 +52,57 @@ def test_with_a_zookeeper_identity_nobody_else_can_change_the_tree_or_read_the_s
         assert cluster.put(node, "k", "v2").status == 200
     finally:
         cluster.stop()
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> bytes:
+    """Read ``sock`` until the node closes it (or fail); sends ``trickle`` a byte at a time."""
+    deadline = time.monotonic() + seconds
+    received = b""
+    sock.settimeout(0.3)
+    for byte in itertools.chain((bytes([b]) for b in trickle), itertools.repeat(b"")):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still open after {seconds}s; got {received!r}")
+        try:
+            if byte:
+                sock.sendall(byte)
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+    raise AssertionError("unreachable")
+
+
+# Fails if: KvdChannel arms no headers deadline (a client trickling headers is never cut off),
+# or ConnectionLimit takes every connection, or the watch route ignores max_watches.
+def test_slow_clients_connections_and_watches_are_bounded(tmp_path: Any) -> None:
+    node = KvdProcess(str(tmp_path / "node"), args=[
+        "--standalone", "--request-timeout", "1", "--max-connections", "3",
+        "--max-watches", "1"]).start()
+    try:
+        host, port = "127.0.0.1", node.port
+        with socket.create_connection((host, port)) as slow:
+            answer = _closed_within(slow, 10, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" * 40)
+        assert answer.startswith(b"HTTP/1.1 408")
+        first = http.client.HTTPConnection(host, port, timeout=5)
+        first.request("GET", "/api/v1/watch?key=w")
+        assert first.getresponse().status == 200
+        second = http.client.HTTPConnection(host, port, timeout=5)
+        second.request("GET", "/api/v1/watch?key=w")
+        refused = second.getresponse()
+        assert refused.status == 429 and b"too_many_requests" in refused.read()
+        second.close()
+        held = [first.sock]
+        held += [socket.create_connection((host, port)) for _ in range(2)]
+        with socket.create_connection((host, port)) as extra:
+            assert _closed_within(extra, 5, b"GET /healthz HTTP/1.1\r\n\r\n") == b""
+        for sock in held[1:]:
+            sock.close()
+        first.close()
+        wait_for(lambda: request(node.url, path="/healthz", timeout=2).status == 200, 10,
+                 "the node takes connections again")
+    finally:
+        node.stop()
