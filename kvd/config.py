@@ -35,6 +35,10 @@ class NodeConfig:
     peer_secret_file: str | None = None
     #: File holding ``user:password``: kvd's ZooKeeper digest identity (None: none).
     zookeeper_auth_file: str | None = None
+    #: Peer mutual TLS: this node's certificate and key, and the peers' CA (PEM files).
+    peer_cert: str | None = None
+    peer_key: str | None = None
+    peer_ca: str | None = None
     #: Connections each listener takes at once; more are closed at once.
     max_connections: int = 1024
     #: Seconds a client has to send a request's headers.

@@ -35,6 +35,7 @@ from kvd.node import Node, NodeSettings
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import PeerClient
 from kvd.replication.peerauth import PeerAuth, read_secret_file
+from kvd.replication.peertls import PeerTLS
 from kvd.store import DEFAULT_HISTORY, Store
 from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
@@ -146,6 +147,8 @@ class KvdService(MultiService):
                                  config.request_timeout)
         self.peer_port: Any = None
         self.peer_url = config.advertise_peer
+        self.peer_tls = None if config.peer_ca is None else PeerTLS.load(
+            config.peer_cert or "", config.peer_key or "", config.peer_ca)
         self.coordinator: ClusterCoordinator | None = None
         self.peer: PeerClient | None = None
         if not config.standalone:
@@ -179,13 +182,17 @@ class KvdService(MultiService):
         """Open the peer listener; its URL defaults to the client host, port it got."""
         host = urlsplit(self.config.advertise).hostname or "127.0.0.1"
         description = self.config.peer_listen or f"tcp:0:interface={host}"
+        factory: Any = self.peer_site
+        if self.peer_tls is not None:
+            factory = self.peer_tls.wrap_server(factory)
         d = serverFromString(self.reactor, description).listen(
-            ConnectionLimit(self.peer_site, self.config.max_connections))
+            ConnectionLimit(factory, self.config.max_connections))
 
         def listening(port: Any) -> None:
             self.peer_port = port
             if self.peer_url is None:
-                self.peer_url = f"http://{host}:{port.getHost().port}"
+                scheme = "http" if self.peer_tls is None else "https"
+                self.peer_url = f"{scheme}://{host}:{port.getHost().port}"
             self.log.info("Peer listener on {description}, advertised as {url}",
                           description=description, url=self.peer_url)
 
@@ -213,7 +220,8 @@ class KvdService(MultiService):
         if self.config.standalone:
             return self.node.become_standalone()
         assert self.zookeeper is not None
-        self.peer = PeerClient(self.reactor, self.peer_auth)
+        self.peer = PeerClient(self.reactor, self.peer_auth,
+                               tls=None if self.peer_tls is None else self.peer_tls.policy())
         self.node.peer = self.peer
         self.coordinator = ClusterCoordinator(self.reactor, self.zookeeper, self.node,
                                               self.config, self.peer, self.peer_auth)

@@ -16,6 +16,7 @@ from twisted.python import usage
 
 from kvd.config import NodeConfig, read_digest_file
 from kvd.replication.peerauth import read_secret_file
+from kvd.replication.peertls import PeerTLS
 
 _PORT_IN_ENDPOINT = re.compile(r"^(?:tcp6?|ssl|unix)?:?(?:port=)?(\d+)")
 
@@ -47,6 +48,10 @@ class Options(usage.Options):
          "(default: an ephemeral port on the --advertise host)."],
         ["advertise-peer", None, None, "URL other nodes use to reach the peer listener "
          "(default: the --advertise host and the peer port)."],
+        ["peer-cert", None, None, "Peer TLS: this node's certificate (PEM)."],
+        ["peer-key", None, None, "Peer TLS: this node's private key (PEM)."],
+        ["peer-ca", None, None, "Peer TLS: the CA every peer's certificate must come from; "
+         "with the two above, peers speak mutual TLS."],
         ["zookeeper-auth-file", None, None, "File holding user:password, kvd's ZooKeeper "
          "digest identity: the whole tree is created readable and changeable by it only."],
         ["peer-secret-file", None, None, "File holding the cluster's peer secret, mode 600 "
@@ -94,6 +99,14 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--advertise-peer must be an http(s) URL, not "
                                        f"{self['advertise-peer']!r}")
             self["advertise-peer"] = self["advertise-peer"].rstrip("/")
+        tls = [self["peer-cert"], self["peer-key"], self["peer-ca"]]
+        if any(tls) and not all(tls):
+            raise usage.UsageError("give --peer-cert, --peer-key and --peer-ca together")
+        if all(tls):
+            try:
+                PeerTLS.load(*tls)
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"peer TLS: {e}") from None
         if self["zookeeper-auth-file"] is not None:
             try:
                 read_digest_file(self["zookeeper-auth-file"])
@@ -145,6 +158,9 @@ class Options(usage.Options):
             advertise_peer=self["advertise-peer"],
             peer_secret_file=self["peer-secret-file"],
             zookeeper_auth_file=self["zookeeper-auth-file"],
+            peer_cert=self["peer-cert"],
+            peer_key=self["peer-key"],
+            peer_ca=self["peer-ca"],
             max_connections=self["max-connections"],
             request_timeout=self["request-timeout"],
             max_watches=self["max-watches"],

@@ -15,6 +15,7 @@ import treq
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.iweb import IPolicyForHTTPS
 
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
 from kvd.replication.peerauth import NoSecret, PeerAuth
@@ -64,14 +65,17 @@ class _QuietClientFactory(_HTTP11ClientFactory):
 class PeerClient:
     """Calls to other nodes' peer API."""
 
-    def __init__(self, reactor: Any, auth: PeerAuth, max_per_host: int = 16) -> None:
+    def __init__(self, reactor: Any, auth: PeerAuth, max_per_host: int = 16,
+                 tls: IPolicyForHTTPS | None = None) -> None:
         self._reactor = reactor
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool._factory = _QuietClientFactory
         # At least the fan-out concurrency: streams, reads and forwards at once.
         self.pool.maxPersistentPerHost = max_per_host
         self.pool.cachedConnectionTimeout = 60
-        self._client = treq.client.HTTPClient(Agent(reactor, pool=self.pool))
+        agent = Agent(reactor, pool=self.pool) if tls is None else Agent(
+            reactor, contextFactory=tls, pool=self.pool)
+        self._client = treq.client.HTTPClient(agent)
         self._auth = auth
 
     def call(self, url: str, message: str, body: Any, timeout: float) -> Deferred[Any]:

@@ -106,3 +106,47 @@ def test_slow_clients_connections_and_watches_are_bounded(tmp_path: Any) -> None
                  "the node takes connections again")
     finally:
         node.stop()
+
+
+# Fails if: PeerTLS.server_options does not require a client certificate from the CA.
+def test_a_cluster_with_peer_mutual_tls_replicates_and_refuses_strangers(
+    tmp_path: Any, zookeeper: ZooKeeperServer  # noqa: F811
+) -> None:
+    """Three nodes whose peers speak mutual TLS with certificates from a throw-away CA."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    files = {"cert": tmp_path / "peer.pem", "key": tmp_path / "peer.key",
+             "ca": tmp_path / "ca.pem"}
+    leaf.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    leaf.private_key_pem.write_to_path(str(files["key"]))
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    tls = ["--peer-cert", str(files["cert"]), "--peer-key", str(files["key"]),
+           "--peer-ca", str(files["ca"])]
+    cluster = Cluster(str(tmp_path), zookeeper, name="tls", session_timeout=2.0,
+                      extra_args=tls)
+    try:
+        cluster.start()
+        written = {}
+        for i, node in enumerate(cluster.nodes):
+            response = cluster.put(node, f"tls{i}", f"v{i}")
+            assert response.status == 200, response.body
+            written[f"tls{i}"] = (f"v{i}", response.body["revision"])
+        for node in cluster.nodes:
+            for key, (value, _) in written.items():
+                assert cluster.get(node, key).body["value"] == value
+        peer_url = cluster.peer_url(cluster.nodes[0])
+        assert peer_url.startswith("https://127.0.0.1:")
+        host, port = peer_url.split("://", 1)[1].split(":")
+        stranger = ssl.create_default_context(cafile=str(files["ca"]))  # no client cert
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+                with stranger.wrap_socket(raw, server_hostname=host) as tls_sock:
+                    tls_sock.sendall(b"POST /peer/v1/readindex HTTP/1.1\r\nHost: x\r\n\r\n")
+                    if not tls_sock.recv(1):
+                        raise ConnectionResetError("closed without an answer")
+    finally:
+        cluster.stop()
