@@ -32,7 +32,10 @@ def use_monotonic_time(reactor: Any, monotonic: Callable[[], float] = time.monot
     if getattr(reactor, "seconds", None) is monotonic:
         return
     shift = monotonic() - reactor.seconds()
-    for call in reactor.getDelayedCalls():
+    # getDelayedCalls leaves out cancelled timers that still sit in the heap;
+    # ReactorBase keeps them in these two lists, which is where all must move.
+    queued = [*getattr(reactor, "_pendingTimedCalls", ()), *getattr(reactor, "_newTimedCalls", ())]
+    for call in queued or reactor.getDelayedCalls():
         call.time += shift
         call.seconds = monotonic
     reactor.seconds = monotonic

@@ -27,6 +27,11 @@ MAX_INT = 2**63 - 1
 MAX_FORWARD_COMMANDS = 4096
 
 
+def _one_of(value: Any, names: frozenset[str]) -> bool:
+    """``value in names`` for any value (a list or a map is unhashable)."""
+    return isinstance(value, str) and value in names
+
+
 def _is_int(value: Any, low: int = 0, high: int = MAX_INT) -> bool:
     return type(value) is int and low <= value <= high
 
@@ -52,9 +57,9 @@ def _compare_problem(compare: Any) -> str | None:
     if problem is not None:
         return problem
     target, expected = compare.get("target"), compare.get("value")
-    if target not in TARGETS:
+    if not _one_of(target, TARGETS):
         return "a compare's 'target' is unknown"
-    if compare.get("cmp", "==") not in COMPARISONS:
+    if not _one_of(compare.get("cmp", "=="), COMPARISONS):
         return "a compare's 'cmp' is unknown"
     if target == "exists":
         ok = isinstance(expected, bool)
@@ -66,7 +71,7 @@ def _compare_problem(compare: Any) -> str | None:
 
 
 def _txn_op_problem(op: Any) -> str | None:
-    if not isinstance(op, dict) or op.get("op") not in TXN_OPS:
+    if not isinstance(op, dict) or not _one_of(op.get("op"), TXN_OPS):
         return "a txn op must be a map with 'op' put, del or get"
     problem = _key_problem(op)
     if problem is None and op["op"] == "put":
@@ -94,6 +99,8 @@ def problem(command: Any) -> str | None:
                 for v in voters):
             return "'voters' must be a non-empty list of [node id, incarnation]"
         return None
+    if not isinstance(op, str):
+        return "'op' must be a string"
     if op in ("put", "del"):
         found = _key_problem(command) or _optional_int(command, "prev")
         if found is None and op == "put":

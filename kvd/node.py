@@ -169,12 +169,10 @@ class Node:
                 proposal.done.errback(OutcomeUnknown(reason))
 
     def looking(self, reason: str) -> None:
-        """No role: not leading, not following anyone; the election may run."""
+        """Not leading or syncing any more; the election may run. A node that
+        follows a newer leader meanwhile keeps following it."""
         self.step_down(reason)
-        if self.role == Role.FOLLOWER:
-            self.role = Role.LOOKING
-            self.leader_info = None
-        if self.role != Role.STANDALONE:
+        if self.role == Role.LOOKING:
             self.unavailable = reason
 
     def syncing(self, epoch: int) -> None:
@@ -345,15 +343,34 @@ class Node:
             return succeed(None)
         return deferToThread(snapshot.read_newest_raw, self.data_dir)
 
-    async def install_snapshot_data(self, data: bytes) -> snapshot.Snapshot:
-        """Make a snapshot received from a peer our base and our store (safety rule 11)."""
+    async def read_snapshot_data(self, data: bytes) -> tuple[snapshot.Snapshot, Store]:
+        """Decode a snapshot from a peer and build its store; nothing is written yet.
+
+        Raises ValueError for a snapshot that does not read back whole, so that
+        a bad one is refused before any promise, file or WAL record.
+        """
+        try:
+            decoded = await deferToThread(snapshot.decode, data)
+            snapshot.check_meta(decoded.meta)
+            store = await deferToThread(Store.from_snapshot, decoded.store,
+                                        history=self.store.history_limit, check=True)
+        except Exception as e:
+            raise ValueError(f"the snapshot does not read back ({e})") from None
+        return decoded, store
+
+    async def install_snapshot(self, data: bytes, decoded: snapshot.Snapshot,
+                               store: Store) -> None:
+        """Make a checked snapshot our base and our store (safety rule 11)."""
         assert self.data_dir is not None
-        decoded = await deferToThread(snapshot.write_raw, self.data_dir, data)
-        store = await deferToThread(Store.from_snapshot, decoded.store,
-                                    history=self.store.history_limit)
+        await deferToThread(snapshot.write_bytes, self.data_dir, decoded.index, data)
         await self.rlog.install_snapshot(decoded.epoch, decoded.index)
         self.adopt_snapshot_meta(decoded.meta)
         self.replace_store(store)
+
+    async def install_snapshot_data(self, data: bytes) -> snapshot.Snapshot:
+        """Check, then install, a snapshot received from a peer."""
+        decoded, store = await self.read_snapshot_data(data)
+        await self.install_snapshot(data, decoded, store)
         return decoded
 
     # Writes

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,7 @@ from kvd.metrics import Metrics
 from kvd.node import Node, NodeSettings
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import PeerClient
+from kvd.replication.peerauth import HEADER as AUTH_HEADER
 from kvd.replication.peerauth import PeerAuth, read_secret_file
 from kvd.replication.peertls import PeerTLS
 from kvd.store import DEFAULT_HISTORY, Store
@@ -54,6 +56,10 @@ def release_free_memory() -> None:
         libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+#: The interface of a ``tcp:``/``ssl:`` listen string, which the peer listener shares.
+_LISTEN_INTERFACE = re.compile(r"interface=([^:]+)")
 
 
 class FatalNodeError(Exception):
@@ -144,7 +150,7 @@ class KvdService(MultiService):
         strports.service(config.listen, ConnectionLimit(self.site, config.max_connections)
                          ).setServiceParent(self)
         self.peer_site = KvdSite(Root(self.peer_api.resource()), MAX_PEER_BODY, self.metrics,
-                                 config.request_timeout)
+                                 config.request_timeout, required_header=AUTH_HEADER)
         self.peer_port: Any = None
         self.peer_url = config.advertise_peer
         self.peer_tls = None if config.peer_ca is None else PeerTLS.load(
@@ -181,7 +187,10 @@ class KvdService(MultiService):
     def _listen_peer(self) -> Deferred[None]:
         """Open the peer listener; its URL defaults to the client host, port it got."""
         host = urlsplit(self.config.advertise).hostname or "127.0.0.1"
-        description = self.config.peer_listen or f"tcp:0:interface={host}"
+        interface = _LISTEN_INTERFACE.search(self.config.listen)
+        description = self.config.peer_listen or (
+            "tcp:0" if interface is None else f"tcp:0:interface={interface.group(1)}")
+        url_host = f"[{host}]" if ":" in host else host
         factory: Any = self.peer_site
         if self.peer_tls is not None:
             factory = self.peer_tls.wrap_server(factory)
@@ -192,7 +201,7 @@ class KvdService(MultiService):
             self.peer_port = port
             if self.peer_url is None:
                 scheme = "http" if self.peer_tls is None else "https"
-                self.peer_url = f"{scheme}://{host}:{port.getHost().port}"
+                self.peer_url = f"{scheme}://{url_host}:{port.getHost().port}"
             self.log.info("Peer listener on {description}, advertised as {url}",
                           description=description, url=self.peer_url)
 
@@ -223,8 +232,10 @@ class KvdService(MultiService):
         self.peer = PeerClient(self.reactor, self.peer_auth,
                                tls=None if self.peer_tls is None else self.peer_tls.policy())
         self.node.peer = self.peer
+        in_zookeeper = self.config.peer_secret_file is None
         self.coordinator = ClusterCoordinator(self.reactor, self.zookeeper, self.node,
-                                              self.config, self.peer, self.peer_auth)
+                                              self.config, self.peer,
+                                              self.peer_auth if in_zookeeper else None)
         self.coordinator.start()
         return succeed(None)
 

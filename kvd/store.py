@@ -200,6 +200,7 @@ class Store:
         malformed = problem(command)
         if malformed is not None:
             return {"ok": False, "error": "invalid_command", "message": malformed}
+        # From here on nothing can raise: ``problem`` checked every field used.
         request_id = command.get("rid")
         if request_id is not None:
             earlier = self._requests.get(request_id)
@@ -354,8 +355,12 @@ class Store:
     @classmethod
     def from_snapshot(
         cls, state: dict[str, Any], request_window: int = DEFAULT_REQUEST_WINDOW,
-        history: int = DEFAULT_HISTORY,
+        history: int = DEFAULT_HISTORY, check: bool = False,
     ) -> Store:
+        """The store a snapshot holds; ``check`` first verifies every field's type
+        (a snapshot from a peer), raising ValueError."""
+        if check:
+            _check_snapshot_state(state)
         store = cls(request_window, history)
         store.revision = state["revision"]
         store.history_start = state["revision"]
@@ -374,3 +379,26 @@ class Store:
             packed = self._data[key]
             h.update(struct.pack("<I", len(key)) + key + struct.pack("<I", len(packed)) + packed)
         return h.hexdigest()
+
+
+def _check_snapshot_state(state: Any) -> None:
+    """Raise ValueError unless ``state`` has the shape ``snapshot_state`` gives."""
+    if not isinstance(state, dict):
+        raise ValueError("the store is not a map")
+    for name in ("revision", "applied_index"):
+        if type(state.get(name)) is not int or state[name] < 0:
+            raise ValueError(f"'{name}' is not a non-negative integer")
+    data = state.get("data")
+    if not isinstance(data, dict) or not all(
+            isinstance(k, bytes) and isinstance(v, bytes) and len(v) >= _HEADER.size
+            for k, v in data.items()):
+        raise ValueError("'data' is not a map of keys to packed values")
+    requests = state.get("requests")
+    if not isinstance(requests, list) or not all(
+            isinstance(r, list) and len(r) == 2 and isinstance(r[0], str)
+            and isinstance(r[1], bytes) for r in requests):
+        raise ValueError("'requests' is not a list of [request id, packed result]")
+    ttls = state.get("ttls", {})
+    if not isinstance(ttls, dict) or not all(
+            isinstance(k, bytes) and type(v) is int and v > 0 for k, v in ttls.items()):
+        raise ValueError("'ttls' is not a map of keys to seconds")

@@ -94,7 +94,13 @@ _values = st.recursive(
                       inner, max_size=4),
     max_leaves=12,
 )
-_commands = st.fixed_dictionaries(
+_parts = st.lists(st.fixed_dictionaries({}, optional={
+    "op": st.sampled_from(["put", "del", "get"]) | _values, "k": _values, "v": _values,
+    "ttl": _values, "target": st.sampled_from(["value", "revision", "exists"]) | _values,
+    "value": _values, "cmp": st.sampled_from(["==", "<"]) | _values}), max_size=3)
+_txns = st.fixed_dictionaries({"op": st.just("txn"), "compare": _parts, "success": _parts,
+                               "failure": _parts}, optional={"rid": _values})
+_commands = _txns | st.fixed_dictionaries(
     {"op": st.sampled_from(["put", "del", "txn", "noop", "config", "bogus"])},
     optional={"k": _values, "v": _values, "prev": _values, "ttl": _values, "rid": _values,
               "expire": _values, "compare": _values, "success": _values, "failure": _values,

@@ -56,9 +56,17 @@ class KvdRequest(Request):
     """A request that does not buffer a body announced larger than the limit."""
 
     too_large: int | None = None
+    #: The site's required header was missing: refused before the body is read.
+    unauthenticated = False
 
     def gotLength(self, length: int | None) -> None:
-        limit = self.channel.site.max_body_bytes
+        site = self.channel.site
+        required = site.required_header
+        if required is not None and not self.requestHeaders.hasHeader(required):
+            self.unauthenticated = True
+            self.content = _Discard()
+            return
+        limit = site.max_body_bytes
         if length is not None and length > limit:
             self.too_large = limit
             self.content = _Discard()
@@ -134,8 +142,11 @@ class KvdSite(Site):
     protocol = KvdChannel  # type: ignore[assignment]
 
     def __init__(self, resource: IResource, max_body_bytes: int,
-                 metrics: Metrics | None = None, request_timeout: float = 10.0) -> None:
+                 metrics: Metrics | None = None, request_timeout: float = 10.0,
+                 required_header: bytes | None = None) -> None:
         super().__init__(resource)
+        #: A request without this header is refused (401) before its body is read.
+        self.required_header = required_header
         self.max_body_bytes = max_body_bytes
         #: Seconds a client has to send a request's headers.
         self.request_timeout = request_timeout
@@ -174,6 +185,8 @@ class Root(Resource):
         self._api = api
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
+        if getattr(request, "unauthenticated", False):
+            return _Refusal(401, "unauthorized", "no credentials")
         limit = getattr(request, "too_large", None)
         if limit is not None:
             return _Refusal(413, "too_large", f"body larger than {limit} bytes")

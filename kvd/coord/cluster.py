@@ -262,16 +262,24 @@ class ClusterCoordinator:
         Only when no ``--peer-secret-file`` was given: then every node of the
         cluster reads the same secret from the cluster tree.
         """
-        if self.auth is None or self.auth.secret is not None:
+        if self.auth is None:
             return
         path = self.path("secret")
         try:
-            await self.zk.create(path, generate_secret(), acl=self.zk.private_acl)
-            self.log.info("Generated the cluster's peer secret in {path}", path=path)
+            # A node that already holds the secret puts it back if ZooKeeper lost
+            # its data: a fresh one would split the cluster into two that 401 each other.
+            await self.zk.create(path, self.auth.secret or generate_secret(),
+                                 acl=self.zk.private_acl)
+            self.log.info("Wrote the cluster's peer secret to {path}", path=path)
         except NodeExistsError:
             pass
         data, _ = await self.zk.get(path)
-        self.auth.secret = bytes(data)
+        if self.auth.secret is None:
+            self.auth.secret = bytes(data)
+        elif bytes(data) != self.auth.secret:
+            self.log.error("The peer secret in {path} is not the one this node uses; peers "
+                           "with the other one are refused (401). Restart the nodes that "
+                           "disagree, or give every node --peer-secret-file.", path=path)
 
     async def _promise_zookeeper_epoch(self) -> None:
         """promised_epoch := max(own, ZooKeeper's epoch) (safety rule 5)."""
@@ -286,6 +294,7 @@ class ClusterCoordinator:
             return
         epoch = int(data or b"0")
         if epoch > self.node.rlog.promised_epoch:
+            self.node.saw_epoch(epoch)  # a leader of an older epoch stops first (rule 1)
             await self.node.rlog.promise(epoch)
 
     async def _register_member(self) -> None:

@@ -20,7 +20,7 @@ from kvd.replication.log import FatalLogError
 from kvd.replication.messages import BadMessage
 from kvd.replication.peer import entries_from_wire, entries_to_wire
 from kvd.roles import Role
-from kvd.wal import snapshot
+from kvd.wal.recovery import LogEntry
 
 if TYPE_CHECKING:
     from kvd.node import Node
@@ -131,6 +131,7 @@ class Follower:
         refusal = self._refusal(message)
         if refusal is not None:
             return refusal
+        entries = _decoded(entries_from_wire(message["entries"]))
         epoch = message["epoch"]
         await self._promise(epoch, message["node_id"])
         refusal = self._still_promised(epoch)
@@ -139,7 +140,6 @@ class Follower:
         node, rlog = self.node, self.node.rlog
         node.follow(epoch, message["node_id"], message["url"], message["peer_url"])
         prev_epoch, prev_index = message["prev"]
-        entries = entries_from_wire(message["entries"])
         if prev_index < rlog.base_index:
             # Below our snapshot: those entries are committed, hence equal here.
             entries = [e for e in entries if e.index > rlog.base_index]
@@ -185,12 +185,13 @@ class Follower:
         refusal = self._refusal(message)
         if refusal is not None:
             return refusal
-        # Checked before the promise: a snapshot that does not read back is a bad
-        # message, refused with nothing changed.
+        # Read whole before the promise: a snapshot that does not read back is a
+        # bad message, refused with nothing changed.
         try:
-            found = snapshot.position(message["data"])
-        except Exception as e:
-            raise BadMessage(f"the snapshot does not read back ({e})") from None
+            decoded, store = await self.node.read_snapshot_data(message["data"])
+        except ValueError as e:
+            raise BadMessage(str(e)) from None
+        found = (decoded.epoch, decoded.index)
         if found != (message["snapshot_epoch"], message["snapshot_index"]):
             raise BadMessage(f"the snapshot is at {found}, not where the message says")
         epoch = message["epoch"]
@@ -203,7 +204,7 @@ class Follower:
         snap_index = message["snapshot_index"]
         if snap_index <= node.store.applied_index:
             return {"ok": True, "index": snap_index, "promised": epoch}
-        await node.install_snapshot_data(message["data"])
+        await node.install_snapshot(message["data"], decoded, store)
         self.log.info("Installed a snapshot at index {index} from the leader", index=snap_index)
         refusal = self._still_promised(epoch)
         if refusal is not None:
@@ -230,3 +231,19 @@ class Follower:
         return {"ok": True, "entries": entries_to_wire(rlog.entries_between(first, last)),
                 "last": list(rlog.last)}
 
+
+
+def _decoded(entries: list[LogEntry]) -> list[LogEntry]:
+    """``entries`` once each one's commands decode to a list of maps; else BadMessage.
+
+    Checked before the promise or any append: an entry that cannot be read
+    back would sit in the log undecodable, or wedge the follower.
+    """
+    for entry in entries:
+        try:
+            commands = entry.commands
+        except Exception as e:
+            raise BadMessage(f"entry {entry.index} does not decode ({e})") from None
+        if not isinstance(commands, list) or not all(isinstance(c, dict) for c in commands):
+            raise BadMessage(f"entry {entry.index} is not a list of commands")
+    return entries

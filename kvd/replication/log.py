@@ -113,8 +113,9 @@ class ReplicatedLog:
             raise FatalLogError(f"append of {entries[0].index} after {self.last_index}")
         # Encode first: an entry that cannot be written must not be in memory either.
         records = [record.entry(e.epoch, e.index, e.packed) for e in entries]
+        configs = [e.index for e in entries if _has_config(e)]
         self.entries.extend(entries)
-        self.config_indexes.extend(e.index for e in entries if _has_config(e))
+        self.config_indexes.extend(configs)
         last = entries[-1].index
         d = self._writer.append(records, entries[0].index, last)
         d.addCallback(self._durable, last, self._generation)

@@ -73,6 +73,9 @@ def _prepare(message: dict[str, Any]) -> None:
     entries = message["entries"]
     if entries and entries[0][1] != prev[1] + 1:
         raise BadMessage("the first entry must follow 'prev'")
+    epochs = [prev[0], *(e[0] for e in entries), message["epoch"]]
+    if epochs != sorted(epochs):
+        raise BadMessage("entry epochs must not decrease, from 'prev' up to the message's")
     _int(message, "commit")
 
 

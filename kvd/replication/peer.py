@@ -95,8 +95,9 @@ class PeerClient:
             def check(data: bytes) -> Any:
                 proof = response.headers.getRawHeaders(AUTH_HEADER, [None])[0]
                 if not self._auth.answer_ok(mac, data, proof):
-                    # Not from a node that holds the secret: trust nothing in it.
-                    raise PeerError(response.code, "the answer is not authenticated")
+                    # Not from a node that holds the secret: trust nothing in it, not
+                    # even its status (a forged 503 would say "certainly not applied").
+                    raise PeerError(502, f"an unauthenticated answer ({response.code})")
                 try:
                     decoded = decode(data) if data else None
                 except Exception:  # not msgpack: an error page from something else

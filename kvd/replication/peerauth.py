@@ -1,12 +1,14 @@
 """
 Authentication of peer messages with the cluster secret.
 
-Each request carries ``X-Kvd-Peer-Auth: <hex HMAC-SHA256>`` over its path
-and body, and each answer one over the request's MAC and the answer's body,
-so a request cannot be forged or altered and an answer cannot be swapped for
-another. A MAC, not a bearer token, because peer traffic may run without
+Each request carries ``X-Kvd-Peer-Auth: <nonce>.<hex HMAC-SHA256>``, the MAC
+over a fresh random nonce, its path and its body; each answer carries one
+over the request's whole header and the answer's body. So a request cannot
+be forged or altered, and an answer is good for its own request only: a
+recorded answer (an old read index, a heartbeat's "ok") replayed to a later
+request fails its check. A MAC, not a bearer token, because peer traffic may run without
 TLS: a token would cross the wire in the clear, a MAC never reveals the
-secret. There is no nonce: a replayed message is one the node already
+secret. A replayed *request* is accepted: it is one the node already
 handled, and every peer message is idempotent or fenced (an old epoch is
 refused, a PREPARE's entries are already held, a forward's request id is in
 the idempotency window).
@@ -59,17 +61,20 @@ class PeerAuth:
             mac.update(part)
         return mac.hexdigest().encode()
 
-    def sign_request(self, path: bytes, body: bytes) -> bytes:
-        return self._mac(b"request", path, body)
+    def sign_request(self, path: bytes, body: bytes, nonce: bytes | None = None) -> bytes:
+        """The request's header value: a nonce (fresh unless given) and the MAC."""
+        nonce = secrets.token_hex(8).encode() if nonce is None else nonce
+        return nonce + b"." + self._mac(b"request", nonce, path, body)
 
     def sign_answer(self, request_mac: bytes, body: bytes) -> bytes:
         return self._mac(b"answer", request_mac, body)
 
     def request_ok(self, path: bytes, body: bytes, supplied: bytes | None) -> bool:
         """Does ``supplied`` prove the request? Constant time in the MAC."""
-        if supplied is None or self.secret is None:
+        if supplied is None or self.secret is None or supplied.count(b".") != 1:
             return False
-        return hmac.compare_digest(self.sign_request(path, body), supplied)
+        nonce = supplied.split(b".", 1)[0]
+        return hmac.compare_digest(self.sign_request(path, body, nonce), supplied)
 
     def answer_ok(self, request_mac: bytes, body: bytes, supplied: bytes | None) -> bool:
         if supplied is None or self.secret is None:

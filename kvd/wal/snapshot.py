@@ -85,8 +85,28 @@ def write(data_dir: DataDir, snapshot: Snapshot) -> str:
 def write_raw(data_dir: DataDir, data: bytes) -> Snapshot:
     """Check a snapshot received from a peer, write it durably; returns it decoded. Blocking."""
     decoded = decode(data)
-    data_dir.write_atomically(data_dir.snapshot_path(decoded.index), data)
+    write_bytes(data_dir, decoded.index, data)
     return decoded
+
+
+def write_bytes(data_dir: DataDir, index: int, data: bytes) -> None:
+    """Write the bytes of a checked snapshot at ``index`` durably. Blocking."""
+    data_dir.write_atomically(data_dir.snapshot_path(index), data)
+
+
+def check_meta(meta: Any) -> None:
+    """Raise ValueError unless ``meta`` is what ``take_snapshot`` writes."""
+    if not isinstance(meta, dict):
+        raise ValueError("snapshot meta is not a map")
+    voters = meta.get("voters", [])
+    if not isinstance(voters, list) or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v)
+            for v in voters):
+        raise ValueError("snapshot voters are not [node id, incarnation] pairs")
+    if type(meta.get("promised_epoch", 0)) is not int:
+        raise ValueError("snapshot promised_epoch is not an integer")
+    if not isinstance(meta.get("promised_leader", ""), str):
+        raise ValueError("snapshot promised_leader is not a string")
 
 
 def read_newest_raw(data_dir: DataDir) -> tuple[int, int, bytes] | None:

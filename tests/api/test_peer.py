@@ -18,6 +18,15 @@ from tests.support import InlineReactor, open_inline_node
 AUTH = PeerAuth(b"a test secret of enough bytes")
 
 
+@pytest.fixture(autouse=True)
+def no_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots from peers are decoded on the calling thread here."""
+    from kvd import node as node_module
+    from tests.replication.support import inline_defer_to_thread
+
+    monkeypatch.setattr(node_module, "deferToThread", inline_defer_to_thread)
+
+
 def post(treq: StubTreq, route: str, body: Any, auth: PeerAuth | None = AUTH,
          raw: bytes | None = None) -> tuple[int, Any]:
     path = f"{PEER_PREFIX}/{route}"
@@ -165,3 +174,50 @@ def test_fuzz_a_malformed_field_of_a_voters_message_is_a_400_before_any_side_eff
     if status == 400:
         assert _state(node) == before, (route, message)
     close_all()
+
+
+def _snapshot_bytes(store: Any, meta: Any = None) -> bytes:
+    from kvd.wal import snapshot
+
+    return snapshot.encode(snapshot.Snapshot(3, 1, store, meta or {}))
+
+
+# Fails if: Follower._prepare appends entries it has not decoded (drop `_decoded`), or
+# Follower._install_snapshot installs a snapshot whose store it has not read back.
+@pytest.mark.parametrize("route,fields", [
+    ("prepare", {"entries": [[3, 1, b"\xc1"]]}),
+    ("prepare", {"entries": [[3, 1, encode({"op": "put"})]]}),
+    ("prepare", {"entries": [[4, 1, encode([])]]}),
+    ("snapshot", {"data": _snapshot_bytes({"revision": "x"})}),
+    ("snapshot", {"data": _snapshot_bytes(
+        {"revision": 1, "applied_index": 1, "data": {b"k": b"short"}, "requests": []})}),
+    ("snapshot", {"data": _snapshot_bytes(
+        {"revision": 1, "applied_index": 1, "data": {}, "requests": []}, {"voters": "x"})}),
+])
+def test_an_unreadable_entry_or_snapshot_is_a_400_before_any_side_effect(
+    tmp_path: Any, route: str, fields: dict[str, Any]
+) -> None:
+    from tests.replication.support import close_all, member_of
+
+    reactor = InlineReactor()
+    node = member_of(str(tmp_path), reactor, "b", ("a", "b", "c"))
+    treq = StubTreq(PeerAPI(lambda: node, AUTH).resource())
+    before = _state(node)
+    status, body = post(treq, route, {**_valid(route), **fields})
+    reactor.advance(0)
+    assert status == 400, body
+    assert _state(node) == before
+    assert node.data_dir is not None and node.data_dir.snapshot_indexes() == []
+    close_all()
+
+
+# Fails if: PeerAuth.sign_request uses no fresh nonce (an answer could be replayed).
+def test_an_answer_is_good_for_its_own_request_only() -> None:
+    path, body = b"/peer/v1/readindex", encode({})
+    first, second = AUTH.sign_request(path, body), AUTH.sign_request(path, body)
+    assert first != second
+    assert AUTH.request_ok(path, body, first) and AUTH.request_ok(path, body, second)
+    answer = encode({"index": 7})
+    proof = AUTH.sign_answer(first, answer)
+    assert AUTH.answer_ok(first, answer, proof)
+    assert not AUTH.answer_ok(second, answer, proof), "a recorded answer replayed"

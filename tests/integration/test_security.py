@@ -26,14 +26,16 @@ def test_with_a_zookeeper_identity_nobody_else_can_change_the_tree_or_read_the_s
     auth = tmp_path / "zookeeper-auth"
     auth.write_text("kvd:a-password-for-tests\n")
     os.chmod(auth, 0o600)
+    # A chroot of its own: /kvd is created with the ACL too, and other tests share
+    # this ZooKeeper without an identity.
     node = KvdProcess(str(tmp_path / "node"), args=[
-        "--zookeeper", zookeeper.hosts, "--cluster", "acl", "--replicas", "1",
+        "--zookeeper", f"{zookeeper.hosts}/acl-test", "--cluster", "acl", "--replicas", "1",
         "--session-timeout", "2", "--zookeeper-auth-file", str(auth)])
     cluster = Cluster(str(tmp_path), zookeeper, size=1, name="acl", nodes=[node])
     try:
         cluster.start()
         assert cluster.put(node, "k", "v").status == 200
-        stranger = KazooClient(hosts=zookeeper.hosts)
+        stranger = KazooClient(hosts=f"{zookeeper.hosts}/acl-test")
         stranger.start(10)
         try:
             election = stranger.get_children("/kvd/acl/election")
