@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.internet.threads import blockingCallFromThread
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.iweb import IPolicyForHTTPS
 
 #: Statuses after which the next endpoint is tried: the request certainly did nothing.
 _TRY_NEXT = (503,)
@@ -47,7 +48,9 @@ class OutcomeUnknown(KvdError):
 class KvdClient:
     """Calls the kvd client API on the first endpoint that answers."""
 
-    def __init__(self, endpoints: list[str], reactor: Any = None, timeout: float = 10.0) -> None:
+    def __init__(self, endpoints: list[str], reactor: Any = None, timeout: float = 10.0,
+                 tls: IPolicyForHTTPS | None = None) -> None:
+        """``tls`` (e.g. ``kvd.client.tls.ClientTLS``) for ``https://`` endpoints."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -56,7 +59,9 @@ class KvdClient:
         self.reactor = reactor
         self.timeout = timeout
         pool = HTTPConnectionPool(reactor, persistent=True)
-        self._http = treq.client.HTTPClient(Agent(reactor, pool=pool))
+        agent = Agent(reactor, pool=pool) if tls is None else Agent(
+            reactor, contextFactory=tls, pool=pool)
+        self._http = treq.client.HTTPClient(agent)
         self._pool = pool
 
     def close(self) -> Deferred[None]:
@@ -213,12 +218,13 @@ class BlockingClient:
     _lock = threading.Lock()
     _started = False
 
-    def __init__(self, endpoints: list[str], timeout: float = 10.0) -> None:
+    def __init__(self, endpoints: list[str], timeout: float = 10.0,
+                 tls: IPolicyForHTTPS | None = None) -> None:
         from twisted.internet import reactor
 
         self._reactor = reactor
         self._ensure_reactor()
-        self._client = KvdClient(endpoints, reactor, timeout)
+        self._client = KvdClient(endpoints, reactor, timeout, tls)
 
     @classmethod
     def _ensure_reactor(cls) -> None:

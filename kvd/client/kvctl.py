@@ -19,6 +19,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
 
 from kvd.client.client import KvdClient, KvdError, OutcomeUnknown, Unavailable
+from kvd.client.tls import ClientTLS
 
 EXIT_NO, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_UNKNOWN = 1, 2, 3, 4
 
@@ -30,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated node URLs, tried in order (env KVCTL_ENDPOINTS)")
     p.add_argument("-w", "--output", choices=("text", "json"), default="text")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    p.add_argument("--cacert", help="CA certificate (PEM) to trust for https:// endpoints")
+    p.add_argument("--cert", dest="tls_cert", help="client certificate (PEM) to show")
+    p.add_argument("--key", dest="tls_key", help="the client certificate's key (PEM)")
     commands = p.add_subparsers(dest="command", required=True)
 
     put = commands.add_parser("put", help="write a key")
@@ -67,8 +71,11 @@ def _print(args: argparse.Namespace, answer: Any, text: str) -> None:
 
 
 async def run(reactor: Any, args: argparse.Namespace) -> int:
+    tls = None
+    if args.cacert or args.tls_cert or args.tls_key:
+        tls = ClientTLS(args.cacert, args.tls_cert, args.tls_key)
     client = KvdClient([e.strip() for e in args.endpoints.split(",") if e.strip()], reactor,
-                       args.timeout)
+                       args.timeout, tls)
     try:
         return await _command(reactor, client, args)
     finally:

@@ -88,10 +88,13 @@ class KvdProcess:
     proc: subprocess.Popen[bytes] | None = None
     #: Extra environment variables for this node's process (on top of ours).
     env: dict[str, str] = field(default_factory=dict)
+    #: The client listener's endpoint string (default: plain TCP on ``host:port``).
+    listen: str | None = None
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def data_dir(self) -> str:
@@ -104,7 +107,7 @@ class KvdProcess:
     def command(self) -> list[str]:
         return [
             *twistd_command(), "-n", "--pidfile=", "kvd",
-            "--listen", f"tcp:{self.port}:interface={self.host}",
+            "--listen", self.listen or f"tcp:{self.port}:interface={self.host}",
             "--advertise", self.url, "--data-dir", self.data_dir, *self.args,
         ]
 

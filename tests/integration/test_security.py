@@ -152,3 +152,54 @@ def test_a_cluster_with_peer_mutual_tls_replicates_and_refuses_strangers(
                         raise ConnectionResetError("closed without an answer")
     finally:
         cluster.stop()
+
+
+# Fails if: kvctl's --cacert is not handed to the client's TLS policy.
+def test_kvctl_talks_to_a_tls_client_listener_with_its_ca(tmp_path: Any) -> None:
+    import ssl
+    import subprocess
+    import sys
+
+    import trustme
+
+    from kvd.testing.process import free_port
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    node = KvdProcess(str(tmp_path / "node"), port=port, args=["--standalone"],
+                      listen=f"ssl:{port}:privateKey={key}:certKey={cert}:interface=127.0.0.1",
+                      scheme="https")
+    node.start(wait=False)
+    context = ssl.create_default_context(cafile=str(ca_file))
+
+    def ready() -> bool:
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=2,
+                                                 context=context)
+        try:
+            connection.request("GET", "/readyz")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    def kvctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kvd.client.kvctl", "--endpoints", url,
+                               *args], capture_output=True, text=True, timeout=60)
+
+    try:
+        wait_for(ready, 30, "the TLS listener")
+        done = kvctl("--cacert", str(ca_file), "put", "secure", "yes")
+        assert done.returncode == 0, done.stderr
+        got = kvctl("--cacert", str(ca_file), "get", "secure")
+        assert got.returncode == 0 and got.stdout.split() == ["secure", "yes"], got
+        untrusted = kvctl("get", "secure")  # the system's roots do not know this CA
+        assert untrusted.returncode != 0
+    finally:
+        node.stop()
