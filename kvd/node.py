@@ -148,7 +148,7 @@ class Node:
         return d
 
     def _check_promised(self, epoch: int) -> None:
-        if self.rlog.promised_epoch != epoch or self.rlog.promised_leader != self.node_id:
+        if not self.rlog.promised_to(epoch, self.node_id):
             raise Superseded(self.rlog.promised_epoch)
 
     def step_down(self, reason: str) -> None:

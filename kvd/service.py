@@ -150,7 +150,8 @@ class KvdService(MultiService):
         strports.service(config.listen, ConnectionLimit(self.site, config.max_connections)
                          ).setServiceParent(self)
         self.peer_site = KvdSite(Root(self.peer_api.resource()), MAX_PEER_BODY, self.metrics,
-                                 config.request_timeout, required_header=AUTH_HEADER)
+                                 config.request_timeout, required_header=AUTH_HEADER,
+                                 on_refused=self.peer_api.log_refusal)
         self.peer_port: Any = None
         self.peer_url = config.advertise_peer
         self.peer_tls = None if config.peer_ca is None else PeerTLS.load(

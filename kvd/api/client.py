@@ -29,7 +29,6 @@ from kvd import errors
 from kvd.api.openapi import spec as openapi_spec
 from kvd.api.txn import parse_txn, render_result
 from kvd.api.values import MAX_INTEGER, optional_integer
-from kvd.commands import problem
 from kvd.metrics import Metrics
 from kvd.node import Node
 from kvd.store import Result, delete_command, put_command, txn_command
@@ -189,9 +188,6 @@ class ClientAPI:
         return "c:" + supplied.decode("latin-1")
 
     def _write(self, request: IRequest, command: dict[str, Any]) -> Deferred[Result]:
-        malformed = problem(command)
-        if malformed is not None:  # the parsers above should make this impossible
-            raise errors.BadRequest(f"bad command: {malformed}")
         node = self.node()
         d = node.submit([command])
         d.addCallback(lambda results: results[0])

@@ -72,13 +72,17 @@ class PeerAPI:
             request.setHeader(AUTH_HEADER, self._auth.sign_answer(proof, data))
         return data
 
-    def _refuse(self, request: IRequest, why: str) -> None:
+    def log_refusal(self, request: IRequest, why: str) -> None:
+        """One log line per source and minute for requests without valid credentials."""
         source = getattr(request.getClientAddress(), "host", "?")
         now = self._clock()
         if now - self._refusals_logged.get(source, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
             self._refusals_logged[source] = now
             log.warn("Refused a peer request from {source} to {path}: {why} (logged once a "
                      "minute per source)", source=source, path=request.path, why=why)
+
+    def _refuse(self, request: IRequest, why: str) -> None:
+        self.log_refusal(request, why)
         raise errors.Unauthorized(why)
 
     def _message(self, request: IRequest, name: str) -> dict[str, Any]:

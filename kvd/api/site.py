@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -143,10 +144,13 @@ class KvdSite(Site):
 
     def __init__(self, resource: IResource, max_body_bytes: int,
                  metrics: Metrics | None = None, request_timeout: float = 10.0,
-                 required_header: bytes | None = None) -> None:
+                 required_header: bytes | None = None,
+                 on_refused: Callable[[IRequest, str], None] | None = None) -> None:
         super().__init__(resource)
-        #: A request without this header is refused (401) before its body is read.
+        #: A request without this header is refused (401) before its body is read,
+        #: and told to ``on_refused`` (which logs it).
         self.required_header = required_header
+        self.on_refused = on_refused
         self.max_body_bytes = max_body_bytes
         #: Seconds a client has to send a request's headers.
         self.request_timeout = request_timeout
@@ -186,6 +190,9 @@ class Root(Resource):
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
         if getattr(request, "unauthenticated", False):
+            site = request.channel.site  # type: ignore[attr-defined]
+            if site.on_refused is not None:
+                site.on_refused(request, "no peer credentials")
             return _Refusal(401, "unauthorized", "no credentials")
         limit = getattr(request, "too_large", None)
         if limit is not None:

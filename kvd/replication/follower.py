@@ -20,7 +20,6 @@ from kvd.replication.log import FatalLogError
 from kvd.replication.messages import BadMessage
 from kvd.replication.peer import entries_from_wire, entries_to_wire
 from kvd.roles import Role
-from kvd.wal.recovery import LogEntry
 
 if TYPE_CHECKING:
     from kvd.node import Node
@@ -41,11 +40,7 @@ class Follower:
         self.lock = DeferredLock()
 
     async def _serialised(self, handler: Any, message: dict[str, Any]) -> dict[str, Any]:
-        await self.lock.acquire()
-        try:
-            reply = await handler(message)
-        finally:
-            self.lock.release()
+        reply: dict[str, Any] = await self.locked(lambda: handler(message))
         # Every answer says which disk gave it: votes count only from the voter
         # set's incarnation (safety rule 5).
         reply["incarnation"] = self.node.identity.incarnation
@@ -131,7 +126,7 @@ class Follower:
         refusal = self._refusal(message)
         if refusal is not None:
             return refusal
-        entries = _decoded(entries_from_wire(message["entries"]))
+        entries = entries_from_wire(message["entries"])
         epoch = message["epoch"]
         await self._promise(epoch, message["node_id"])
         refusal = self._still_promised(epoch)
@@ -230,20 +225,3 @@ class Follower:
         last = min(rlog.last_index, first + FETCH_LIMIT - 1)
         return {"ok": True, "entries": entries_to_wire(rlog.entries_between(first, last)),
                 "last": list(rlog.last)}
-
-
-
-def _decoded(entries: list[LogEntry]) -> list[LogEntry]:
-    """``entries`` once each one's commands decode to a list of maps; else BadMessage.
-
-    Checked before the promise or any append: an entry that cannot be read
-    back would sit in the log undecodable, or wedge the follower.
-    """
-    for entry in entries:
-        try:
-            commands = entry.commands
-        except Exception as e:
-            raise BadMessage(f"entry {entry.index} does not decode ({e})") from None
-        if not isinstance(commands, list) or not all(isinstance(c, dict) for c in commands):
-            raise BadMessage(f"entry {entry.index} is not a list of commands")
-    return entries

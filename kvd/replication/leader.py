@@ -204,8 +204,7 @@ class Leader:
                 proposal = self._queue.pop(0)
                 batch.append(proposal)
                 commands.extend(proposal.commands)
-                size += sum(len(c.get("v", b"")) for c in proposal.commands
-                            if isinstance(c, dict))
+                size += sum(len(c.get("v", b"")) for c in proposal.commands)
             entry = LogEntry(self.epoch, self._log.last_index + 1, commands)
             # Registered first: with an inline disk the entry commits inside append.
             self.waiting[entry.index] = batch

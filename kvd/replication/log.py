@@ -182,6 +182,10 @@ class ReplicatedLog:
         d.addCallback(self._promise_durable, epoch, self.promised_leader)
         return d
 
+    def promised_to(self, epoch: int, leader: str) -> bool:
+        """Is the promise exactly ``epoch``, made to ``leader``?"""
+        return self.promised_epoch == epoch and self.promised_leader == leader
+
     def _promise_durable(self, _: None, epoch: int, leader: str) -> None:
         if (epoch, bool(leader)) > (self.durable_promised_epoch,
                                     bool(self._durable_promised_leader)):

@@ -17,6 +17,7 @@ from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLook
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IPolicyForHTTPS
 
+from kvd.replication.messages import BadMessage
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
 from kvd.replication.peerauth import NoSecret, PeerAuth
 from kvd.wal.recovery import LogEntry
@@ -52,8 +53,23 @@ def entries_to_wire(entries: list[LogEntry]) -> list[list[Any]]:
 
 
 def entries_from_wire(raw: list[list[Any]]) -> list[LogEntry]:
-    return [LogEntry(int(epoch), int(index), packed=bytes(packed))
-            for epoch, index, packed in raw]
+    """Entries from a peer, each one's commands decoded into a list of maps (else
+    ``BadMessage``): an entry that cannot be read back must never reach a log,
+    where it would sit undecodable and wedge the node."""
+    entries = [LogEntry(int(epoch), int(index), packed=bytes(packed))
+               for epoch, index, packed in raw]
+    for entry in entries:
+        _check_decodes(entry)
+    return entries
+
+
+def _check_decodes(entry: LogEntry) -> None:
+    try:
+        commands = entry.commands
+    except Exception as e:
+        raise BadMessage(f"entry {entry.index} does not decode ({e})") from None
+    if not isinstance(commands, list) or not all(isinstance(c, dict) for c in commands):
+        raise BadMessage(f"entry {entry.index} is not a list of commands")
 
 
 class _QuietClientFactory(_HTTP11ClientFactory):

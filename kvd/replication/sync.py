@@ -45,9 +45,8 @@ class LostCommits(Exception):
 def _still_candidate(node: Node, epoch: int) -> None:
     """Go on only while our promise is ``epoch``, to ourselves (rule 1): a promise
     of a newer epoch, made to another candidate meanwhile, ends this sync."""
-    rlog = node.rlog
-    if rlog.promised_epoch != epoch or rlog.promised_leader != node.node_id:
-        raise HigherEpoch(rlog.promised_epoch)
+    if not node.rlog.promised_to(epoch, node.node_id):
+        raise HigherEpoch(node.rlog.promised_epoch)
 
 
 async def synchronise(
