@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from kvd import errors
+from kvd.auth.state import command_problem as auth_problem
 
 #: Operations a client may send (directly or through a forward).
-CLIENT_OPS = frozenset({"put", "del", "txn"})
+CLIENT_OPS = frozenset({"put", "del", "txn", "auth"})
 #: Operations only a leader itself appends (its marker, the voter set).
 LEADER_OPS = frozenset({"noop", "config"})
 
@@ -90,6 +91,8 @@ def problem(command: Any) -> str | None:
     request_id = command.get("rid")
     if request_id is not None and not isinstance(request_id, str):
         return "'rid' must be a string"
+    if command.get("user") is not None and not isinstance(command["user"], str):
+        return "'user' must be a string"
     if op == "noop":
         return None
     if op == "config":
@@ -101,6 +104,8 @@ def problem(command: Any) -> str | None:
         return None
     if not isinstance(op, str):
         return "'op' must be a string"
+    if op == "auth":
+        return auth_problem(command)
     if op in ("put", "del"):
         found = _key_problem(command) or _optional_int(command, "prev")
         if found is None and op == "put":

@@ -45,6 +45,10 @@ class NodeConfig:
     request_timeout: float = 10.0
     #: Watches a node streams at once.
     max_watches: int = 1024
+    #: Seconds a client token is good for.
+    token_ttl: float = 300.0
+    #: With auth on, ``/metrics`` needs a token too.
+    metrics_auth: bool = False
 
     @property
     def sync_quorum(self) -> int:

@@ -36,6 +36,11 @@ class Unauthorized(KvdError):
     code = "unauthorized"
 
 
+class PermissionDenied(KvdError):
+    status = 403
+    code = "permission_denied"
+
+
 class TooLarge(KvdError):
     status = 413
     code = "too_large"

@@ -24,9 +24,11 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kvd.api.access import ClientAccess
 from kvd.api.client import ClientAPI, Limits
 from kvd.api.peer import PeerAPI
 from kvd.api.site import MAX_PEER_BODY, ConnectionLimit, KvdSite, Root
+from kvd.auth.tokens import TokenSigner
 from kvd.clock import MonotonicClock, use_monotonic_time
 from kvd.config import NodeConfig, read_digest_file
 from kvd.coord.bridge import ZooKeeperService
@@ -36,7 +38,7 @@ from kvd.node import Node, NodeSettings
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import PeerClient
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
-from kvd.replication.peerauth import PeerAuth, read_secret_file
+from kvd.replication.peerauth import PeerAuth, generate_secret, read_secret_file
 from kvd.replication.peertls import PeerTLS
 from kvd.store import DEFAULT_HISTORY, Store
 from kvd.wal import snapshot
@@ -136,13 +138,18 @@ class KvdService(MultiService):
         self.data_dir = DataDir(config.data_dir)
         self.zookeeper: ZooKeeperService | None = None
         self.metrics = Metrics(lambda: self.node, self._session_state)
-        self.api = ClientAPI(lambda: self.node, Limits(
-            config.max_key_bytes, config.max_value_bytes, config.max_body_bytes,
-            config.max_watches), metrics=self.metrics)
         expose = os.environ.get("KVD_TESTING_EXPOSE_SESSION") == "1"
         secret = None if config.peer_secret_file is None else read_secret_file(
             config.peer_secret_file)
+        if secret is None and config.standalone:
+            # No ZooKeeper to share one through: tokens last as long as the process.
+            secret = generate_secret()
         self.peer_auth = PeerAuth(secret)
+        tokens = TokenSigner(lambda: self.peer_auth.secret, config.token_ttl)
+        self.api = ClientAPI(lambda: self.node, Limits(
+            config.max_key_bytes, config.max_value_bytes, config.max_body_bytes,
+            config.max_watches), metrics=self.metrics,
+            access=ClientAccess(tokens, config.metrics_auth))
         self.peer_api = PeerAPI(lambda: self.node, self.peer_auth,
                                 session=self._zookeeper_session if expose else None)
         self.site = KvdSite(Root(self.api.resource()), config.max_body_bytes, self.metrics,

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import msgpack
 from sortedcontainers import SortedList
 
+from kvd.auth.state import AuthState
 from kvd.commands import problem
 
 # create_revision, mod_revision, version
@@ -148,6 +149,8 @@ class Store:
         #: The last log index applied.
         self.applied_index = 0
         self.value_bytes = 0
+        #: Users, roles and the enabled flag, outside the key space.
+        self.auth = AuthState()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -207,12 +210,17 @@ class Store:
             if earlier is not None:
                 return _unpack_result(earlier)
         op = command["op"]
-        if op == "put":
+        if not self.auth.allows(command):
+            result: Result = {"ok": False, "error": "permission_denied",
+                              "revision": self.revision}
+        elif op == "put":
             result = self._put(command)
         elif op == "del":
             result = self._delete(command)
         elif op == "txn":
             result = self._txn(command)
+        elif op == "auth":
+            result = self.auth.apply(command)
         else:
             result = {"ok": True}  # noop, config: nothing to change in the keys
         if request_id is not None:
@@ -350,6 +358,7 @@ class Store:
             "data": self._data.copy(),
             "requests": list(self._requests.items()),
             "ttls": dict(self.ttls),
+            "auth": self.auth.snapshot(),
         }
 
     @classmethod
@@ -370,6 +379,7 @@ class Store:
         store._keys = SortedList(store._data)
         store._requests = OrderedDict((rid, res) for rid, res in state["requests"])
         store.value_bytes = sum(len(v) - _HEADER.size for v in store._data.values())
+        store.auth = AuthState.from_snapshot(state.get("auth"))
         return store
 
     def digest(self) -> str:
@@ -378,6 +388,8 @@ class Store:
         for key in self._keys:
             packed = self._data[key]
             h.update(struct.pack("<I", len(key)) + key + struct.pack("<I", len(packed)) + packed)
+        if self.auth.revision:
+            h.update(msgpack.packb(self.auth.snapshot(), use_bin_type=True))
         return h.hexdigest()
 
 

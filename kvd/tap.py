@@ -35,6 +35,7 @@ class Options(usage.Options):
 
     optFlags = [
         ["standalone", None, "One node, no ZooKeeper: the leader of a cluster of one."],
+        ["metrics-auth", None, "With auth enabled, /metrics needs a token too."],
     ]
     optParameters = [
         ["port", "p", None, "Listen on this TCP port (shorthand for --listen tcp:PORT).", int],
@@ -69,6 +70,7 @@ class Options(usage.Options):
         ["request-timeout", None, 10.0, "Seconds a client has to send its request headers.",
          float],
         ["max-watches", None, 1024, "Watches this node streams at once.", int],
+        ["token-ttl", None, 300.0, "Seconds a client token is good for.", float],
         ["write-timeout", None, 5.0, "Seconds before a write answers 504 (outcome unknown).",
          float],
     ]
@@ -122,7 +124,7 @@ class Options(usage.Options):
         for name in ("replicas", "max-key-bytes", "max-value-bytes", "max-body-bytes",
                      "snapshot-entries", "watch-history", "max-connections", "max-watches"):
             _positive(name, self[name])
-        for name in ("session-timeout", "write-timeout", "request-timeout"):
+        for name in ("session-timeout", "write-timeout", "request-timeout", "token-ttl"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         replicas = self["replicas"]
@@ -164,6 +166,8 @@ class Options(usage.Options):
             max_connections=self["max-connections"],
             request_timeout=self["request-timeout"],
             max_watches=self["max-watches"],
+            token_ttl=self["token-ttl"],
+            metrics_auth=bool(self["metrics-auth"]),
         )
 
 

@@ -8,6 +8,7 @@ knows nothing of kazoo or files.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from klein import Klein
 from klein.interfaces import IKleinRequest
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -26,9 +28,14 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import PathConverter, RequestRedirect
 
 from kvd import errors
+from kvd.api.access import ClientAccess
 from kvd.api.openapi import spec as openapi_spec
 from kvd.api.txn import parse_txn, render_result
 from kvd.api.values import MAX_INTEGER, optional_integer
+from kvd.auth.limiter import LoginLimiter
+from kvd.auth.passwords import MAX_PASSWORD, hash_password, password_matches
+from kvd.auth.state import PERMISSIONS, READ, WRITE, AuthState, valid_name
+from kvd.auth.tokens import NoKey, TokenSigner
 from kvd.metrics import Metrics
 from kvd.node import Node
 from kvd.store import Result, delete_command, put_command, txn_command
@@ -68,10 +75,17 @@ class ClientAPI:
     app.url_map.converters["key"] = KeyConverter
 
     def __init__(self, node: Callable[[], Node | None], limits: Limits = Limits(),
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, access: ClientAccess | None = None,
+                 login_limiter: LoginLimiter | None = None,
+                 defer_to_thread: Callable[..., Deferred[Any]] = deferToThread) -> None:
+        """``access`` checks tokens (default: signed with a fixed test key);
+        ``defer_to_thread`` runs password hashing off the reactor."""
         self._node = node
         self.limits = limits
         self.metrics = metrics
+        self.access = access or ClientAccess(TokenSigner(lambda: b"an unconfigured node"))
+        self.login_limiter = login_limiter or LoginLimiter(lambda: self.node().clock.seconds())
+        self._defer_to_thread = defer_to_thread
         #: The watches streaming now (bounded by ``limits.max_watches``).
         self.watches: set[Watch] = set()
 
@@ -102,6 +116,10 @@ class ClientAPI:
         assert isinstance(error, errors.KvdError)
         if error.status == 503:
             request.setHeader(b"Retry-After", b"1")
+        elif error.status == 401:
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="kvd"')
+        elif error.status == 429 and "retry_after" in error.details:
+            request.setHeader(b"Retry-After", str(error.details["retry_after"]).encode())
         return self._respond(request, error.status, error.as_json())
 
     @app.handle_errors(RouteNotFound)
@@ -187,10 +205,14 @@ class ClientAPI:
             raise errors.BadRequest("Idempotency-Key must be 1 to 128 bytes")
         return "c:" + supplied.decode("latin-1")
 
-    def _write(self, request: IRequest, command: dict[str, Any]) -> Deferred[Result]:
+    def _write(self, request: IRequest, command: dict[str, Any],
+               user: str | None) -> Deferred[Result]:
+        """Propose ``command`` on behalf of ``user`` (checked again when it applies)."""
         node = self.node()
+        if user is not None:
+            command["user"] = user
         d = node.submit([command])
-        d.addCallback(lambda results: results[0])
+        d.addCallback(_refused_at_apply)
         return d
 
     async def _barrier(self, request: IRequest) -> Node:
@@ -203,6 +225,13 @@ class ClientAPI:
         await node.read_barrier(consistency == "linearizable", min_revision)
         return node
 
+    def _auth(self) -> AuthState:
+        return self.node().store.auth
+
+    def _caller(self, request: IRequest) -> str | None:
+        """The user the request speaks for (None: auth is off); 401 without a token."""
+        return self.access.caller(request, self._auth())
+
     # Health
 
     @app.route("/healthz", methods=["GET"])
@@ -211,12 +240,15 @@ class ClientAPI:
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:
+        self._caller(request)
         return self._respond(request, 200, openapi_spec())
 
     @app.route("/metrics", methods=["GET"])
     def metrics_page(self, request: IRequest) -> bytes:
         if self.metrics is None:
             raise errors.NotFound("metrics are not enabled")
+        if self.access.metrics_auth and self._node() is not None:
+            self._caller(request)
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
         return self.metrics.render()
 
@@ -233,16 +265,20 @@ class ClientAPI:
 
     @app.route("/api/v1/", methods=["POST"])
     async def legacy_put(self, request: IRequest) -> bytes:
+        user = self._caller(request)
         body = self._body(request)
         if not isinstance(body, dict):
             raise errors.BadRequest('body must be an object {"key": ..., "value": ...}')
         key = self._key(body.get("key"))
         value = self._value(body.get("value"))
-        result = await self._write(request, put_command(key, value, self._request_id(request)))
+        self.access.permit_keys(self._auth(), user, WRITE, [key])
+        result = await self._write(request, put_command(key, value, self._request_id(request)),
+                                   user)
         return self._respond(request, 200, {"key": body["key"], "revision": result["revision"]})
 
     @app.route("/api/v1/", methods=["GET"])
     async def legacy_get(self, request: IRequest) -> bytes:
+        user = self._caller(request)
         if _query(request, "keys") is not None:
             names: Any = [k for k in (_query(request, "keys") or "").split(",") if k]
             if not names:
@@ -254,6 +290,8 @@ class ClientAPI:
             names = body["keys"]
         keys = [self._key(k, "keys[]") for k in names]
         node = await self._barrier(request)
+        # After the barrier: a linearizable read sees every revoke committed before it.
+        self.access.permit_keys(node.store.auth, user, READ, keys)
         values = []
         for key in keys:
             kv = node.store.get(key)
@@ -264,7 +302,9 @@ class ClientAPI:
 
     @app.route("/api/v1/keys/<key:key>", methods=["PUT"])
     async def put(self, request: IRequest, key: str) -> bytes:
+        user = self._caller(request)
         encoded = self._key(key)
+        self.access.permit_keys(self._auth(), user, WRITE, [encoded])
         body = self._body(request)
         if not isinstance(body, dict):
             raise errors.BadRequest('body must be an object {"value": ...}')
@@ -275,21 +315,22 @@ class ClientAPI:
         prev = optional_integer(body.get("prev_revision"), "prev_revision")
         ttl = self._ttl(body.get("ttl"))
         result = await self._write(
-            request, put_command(encoded, value, self._request_id(request), prev, ttl)
-        )
+            request, put_command(encoded, value, self._request_id(request), prev, ttl), user)
         return self._write_answer(request, key, result)
 
     @app.route("/api/v1/keys/", methods=["GET", "PUT", "DELETE"])
     def empty_key(self, request: IRequest) -> bytes:
+        self._caller(request)
         raise errors.BadRequest("'key' must not be empty")
 
     @app.route("/api/v1/keys/<key:key>", methods=["DELETE"])
     async def delete(self, request: IRequest, key: str) -> bytes:
+        user = self._caller(request)
         encoded = self._key(key)
+        self.access.permit_keys(self._auth(), user, WRITE, [encoded])
         prev = _int_query(request, "prev_revision")
         result = await self._write(
-            request, delete_command(encoded, self._request_id(request), prev)
-        )
+            request, delete_command(encoded, self._request_id(request), prev), user)
         return self._write_answer(request, key, result)
 
     def _write_answer(self, request: IRequest, key: str, result: Result) -> bytes:
@@ -306,8 +347,10 @@ class ClientAPI:
 
     @app.route("/api/v1/keys/<key:key>", methods=["GET"])
     async def get(self, request: IRequest, key: str) -> bytes:
+        user = self._caller(request)
         encoded = self._key(key)
         node = await self._barrier(request)
+        self.access.permit_keys(node.store.auth, user, READ, [encoded])
         kv = node.store.get(encoded)
         if kv is None:
             raise errors.KeyNotFound(f"key not found: {key}", key=key)
@@ -316,6 +359,7 @@ class ClientAPI:
     @app.route("/api/v1/keys", methods=["GET"])
     async def scan(self, request: IRequest) -> bytes:
         """Keys in order: by ``prefix``, or ``start``/``end``; paged with ``page_token``."""
+        user = self._caller(request)
         prefix = _utf8(_query(request, "prefix") or "", "prefix")
         start = max(prefix, _utf8(_query(request, "start") or "", "start"))
         end = _prefix_end(prefix)
@@ -332,6 +376,8 @@ class ClientAPI:
         keys_only = _flag(request, "keys_only")
         count_only = _flag(request, "count_only")
         node = await self._barrier(request)
+        # The whole range asked for, not just the page: a scan lies within a grant.
+        self.access.permit_range(node.store.auth, user, READ, start, end)
         store = node.store
         if count_only:
             return self._respond(request, 200, {"count": store.count(start, end)})
@@ -348,10 +394,17 @@ class ClientAPI:
 
     @app.route("/api/v1/txn", methods=["POST"])
     async def txn(self, request: IRequest) -> bytes:
+        user = self._caller(request)
         compare, success, failure = parse_txn(self._body(request), self._key, self._value,
                                               self._ttl)
+        # Every key it could touch, whichever branch runs; compares read.
+        ops = [*success, *failure]
+        reads = [c["k"] for c in compare] + [op["k"] for op in ops if op["op"] == "get"]
+        auth = self._auth()
+        self.access.permit_keys(auth, user, READ, reads)
+        self.access.permit_keys(auth, user, WRITE, [op["k"] for op in ops if op["op"] != "get"])
         result = await self._write(
-            request, txn_command(compare, success, failure, self._request_id(request)))
+            request, txn_command(compare, success, failure, self._request_id(request)), user)
         return self._respond(request, 200, render_result(result))
 
     # Watches
@@ -359,6 +412,7 @@ class ClientAPI:
     @app.route("/api/v1/watch", methods=["GET"])
     def watch(self, request: IRequest) -> Deferred[None]:
         """Newline-delimited JSON events in revision order, from ``start_revision``."""
+        user = self._caller(request)
         key, prefix = _query(request, "key"), _query(request, "prefix")
         if (key is None) == (prefix is None):
             raise errors.BadRequest("give exactly one of 'key' or 'prefix'")
@@ -375,14 +429,151 @@ class ClientAPI:
             def matches(k: bytes) -> bool:
                 return k.startswith(wanted)
 
+        self.access.permit_range(node.store.auth, user, READ, wanted,
+                                 wanted + b"\x00" if key is not None else _prefix_end(wanted))
         if len(self.watches) >= self.limits.max_watches:
             raise errors.TooMany(f"this node serves at most {self.limits.max_watches} watches")
         return Watch(self, request, node, matches, start_revision).start()
+
+    # Users, roles, tokens
+
+    @app.route("/api/v1/auth/authenticate", methods=["POST"])
+    async def authenticate(self, request: IRequest) -> bytes:
+        """A token for a name and password; failures are limited per user and source."""
+        body = self._body(request)
+        if not isinstance(body, dict):
+            raise errors.BadRequest('body must be an object {"name": ..., "password": ...}')
+        name, password = _name(body.get("name"), "name"), _password(body.get("password"))
+        auth = self._auth()
+        if not auth.enabled:
+            raise errors.BadRequest("auth is not enabled", reason="auth_not_enabled")
+        source = _source(request)
+        wait = self.login_limiter.retry_after(name, source)
+        if wait is not None:
+            raise errors.TooMany(f"too many failed logins for {name}; try again later",
+                                 retry_after=int(wait) + 1)
+        stored = auth.password_hash(name)
+        stamp = auth.stamp(name)
+        matches = await self._defer_to_thread(_login_matches, stored, password)
+        if not matches or self._auth().stamp(name) != stamp:
+            self.login_limiter.failed(name, source)
+            raise errors.Unauthorized("wrong name or password")
+        self.login_limiter.succeeded(name, source)
+        try:
+            token = self.access.tokens.issue(name, stamp or 0)
+        except NoKey:
+            raise errors.NotReady("the cluster secret is not known yet") from None
+        return self._respond(request, 200, {"token": token})
+
+    async def _auth_change(self, request: IRequest, action: str, **fields: Any) -> bytes:
+        """Propose one auth command (root only once auth is on) and render its result."""
+        user = self._admin(request)
+        result = await self._write(request, {"op": "auth", "action": action,
+                                             "rid": self._request_id(request), **fields}, user)
+        if result.get("ok"):
+            return self._respond(request, 200, {"ok": True})
+        message = str(result.get("message", result.get("error")))
+        if result.get("error") == "exists":
+            raise errors.Conflict(message)
+        if result.get("error") == "not_found":
+            raise errors.NotFound(message)
+        raise errors.BadRequest(message)
+
+    def _admin(self, request: IRequest) -> str | None:
+        """The caller, who must hold the root role once auth is on."""
+        auth = self._auth()
+        user = self.access.caller(request, auth)
+        self.access.permit_admin(auth, user)
+        return user
+
+    @app.route("/api/v1/auth/status", methods=["GET"])
+    def auth_status(self, request: IRequest) -> bytes:
+        self._caller(request)
+        return self._respond(request, 200, {"enabled": self._auth().enabled})
+
+    @app.route("/api/v1/auth/enable", methods=["POST"])
+    async def auth_enable(self, request: IRequest) -> bytes:
+        return await self._auth_change(request, "enable")
+
+    @app.route("/api/v1/auth/disable", methods=["POST"])
+    async def auth_disable(self, request: IRequest) -> bytes:
+        return await self._auth_change(request, "disable")
+
+    @app.route("/api/v1/auth/users", methods=["GET"])
+    def users(self, request: IRequest) -> bytes:
+        self._admin(request)
+        return self._respond(request, 200, {"users": self._auth().describe_users()})
+
+    @app.route("/api/v1/auth/users/<name>", methods=["PUT"])
+    async def user_add(self, request: IRequest, name: str) -> bytes:
+        self._admin(request)
+        return await self._set_password(request, "user_add", name)
+
+    @app.route("/api/v1/auth/users/<name>/password", methods=["PUT"])
+    async def user_passwd(self, request: IRequest, name: str) -> bytes:
+        self._admin(request)
+        return await self._set_password(request, "user_passwd", name)
+
+    async def _set_password(self, request: IRequest, action: str, name: str) -> bytes:
+        name = _name(name, "name")
+        body = self._body(request)
+        if not isinstance(body, dict):
+            raise errors.BadRequest('body must be an object {"password": ...}')
+        hashed = await self._defer_to_thread(hash_password, _password(body.get("password")))
+        return await self._auth_change(request, action, name=name, hash=hashed)
+
+    @app.route("/api/v1/auth/users/<name>", methods=["DELETE"])
+    async def user_delete(self, request: IRequest, name: str) -> bytes:
+        return await self._auth_change(request, "user_delete", name=_name(name, "name"))
+
+    @app.route("/api/v1/auth/users/<name>/roles/<role>", methods=["PUT", "DELETE"])
+    async def user_role(self, request: IRequest, name: str, role: str) -> bytes:
+        action = "user_grant" if request.method == b"PUT" else "user_revoke"
+        return await self._auth_change(request, action, name=_name(name, "name"),
+                                       role=_name(role, "role"))
+
+    @app.route("/api/v1/auth/roles", methods=["GET"])
+    def roles(self, request: IRequest) -> bytes:
+        self._admin(request)
+        return self._respond(request, 200, {"roles": self._auth().describe_roles()})
+
+    @app.route("/api/v1/auth/roles/<role>", methods=["PUT", "DELETE"])
+    async def role(self, request: IRequest, role: str) -> bytes:
+        action = "role_add" if request.method == b"PUT" else "role_delete"
+        return await self._auth_change(request, action, role=_name(role, "role"))
+
+    @app.route("/api/v1/auth/roles/<role>/permissions", methods=["PUT"])
+    async def role_grant(self, request: IRequest, role: str) -> bytes:
+        self._admin(request)
+        body = self._body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("prefix"), str):
+            raise errors.BadRequest('body must be an object {"prefix": ..., "permission": ...}')
+        permission = body.get("permission")
+        if not isinstance(permission, str) or permission not in PERMISSIONS:
+            raise errors.BadRequest("'permission' must be read, write or readwrite")
+        return await self._auth_change(request, "role_grant", role=_name(role, "role"),
+                                       prefix=self._prefix(body["prefix"]), perm=permission)
+
+    @app.route("/api/v1/auth/roles/<role>/permissions", methods=["DELETE"])
+    async def role_revoke(self, request: IRequest, role: str) -> bytes:
+        self._admin(request)
+        prefix = _query(request, "prefix")
+        if prefix is None:
+            raise errors.BadRequest("query parameter 'prefix' is required")
+        return await self._auth_change(request, "role_revoke", role=_name(role, "role"),
+                                       prefix=self._prefix(prefix))
+
+    def _prefix(self, prefix: str) -> bytes:
+        encoded = _utf8(prefix, "prefix")
+        if len(encoded) > self.limits.max_key_bytes:
+            raise errors.TooLarge(f"prefix longer than {self.limits.max_key_bytes} bytes")
+        return encoded
 
     # Cluster
 
     @app.route("/api/v1/cluster", methods=["GET"])
     def cluster(self, request: IRequest) -> bytes:
+        self._caller(request)
         return self._respond(request, 200, self.node().status())
 
 
@@ -437,6 +628,44 @@ class Watch:
             self.store.listeners.remove(self._event)
         if self._store_replaced in self.node.on_store_replaced:
             self.node.on_store_replaced.remove(self._store_replaced)
+
+
+@functools.cache
+def _decoy_hash() -> bytes:
+    return hash_password("a password no user has")
+
+
+def _login_matches(stored: bytes | None, password: str) -> bool:
+    """In a thread: an unknown name costs a hash too, so timing hides which names exist."""
+    return password_matches(stored or _decoy_hash(), password) and stored is not None
+
+
+def _name(value: Any, field: str) -> str:
+    if not valid_name(value):
+        raise errors.BadRequest(f"'{field}' must be 1 to 128 printable characters")
+    assert isinstance(value, str)
+    return value
+
+
+def _password(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_PASSWORD:
+        raise errors.BadRequest(f"'password' must be a string of 1 to {MAX_PASSWORD} "
+                                "characters")
+    return value
+
+
+def _source(request: IRequest) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", address))
+
+
+def _refused_at_apply(results: list[Result]) -> Result:
+    """The one result of a one-command submit; a 403 if the store refused its user."""
+    result = results[0]
+    if result.get("error") == "permission_denied":
+        raise errors.PermissionDenied("the user's roles no longer allow this (checked when "
+                                      "it applied)")
+    return result
 
 
 def _flag(request: IRequest, name: str) -> bool:

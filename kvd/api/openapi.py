@@ -21,10 +21,88 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    text = {400: "malformed or wrong input", 404: "no such key or path", 405: "wrong method",
-            409: "compare failed", 410: "revision compacted", 413: "too large",
+    text = {400: "malformed or wrong input", 401: "auth is on: no valid token",
+            403: "the user's roles do not cover it", 404: "no such key or path",
+            405: "wrong method", 409: "compare failed or already exists",
+            410: "revision compacted", 413: "too large", 429: "too many failed logins",
             503: "certainly not applied; retry later", 504: "outcome unknown"}
-    return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
+    # Every route but health and metrics needs a token once auth is on.
+    return {str(s): _json(_ref("Error"), text[s]) for s in sorted({*statuses, 401, 403})}
+
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": 128}
+_PASSWORD_BODY = {"required": True, "content": {_JSON: {"schema": {
+    "type": "object", "required": ["password"],
+    "properties": {"password": {"type": "string", "minLength": 1, "maxLength": 1024}}}}}}
+_OK = {"200": _json({"type": "object", "required": ["ok"]}, "done")}
+
+
+def _auth_change(summary: str, *statuses: int, body: Any = None,
+                 parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary,
+                                 "responses": {**_OK, **_errors(400, 503, 504, *statuses)}}
+    if body is not None:
+        operation["requestBody"] = body
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+def _path_names(*names: str) -> list[dict[str, Any]]:
+    return [{"name": n, "in": "path", "required": True, "schema": _NAME} for n in names]
+
+
+_AUTH_PATHS: dict[str, Any] = {
+    "/api/v1/auth/authenticate": {"post": {
+        "summary": "A token for a name and password",
+        "requestBody": {"required": True, "content": {_JSON: {"schema": {
+            "type": "object", "required": ["name", "password"],
+            "properties": {"name": _NAME, "password": {"type": "string", "minLength": 1,
+                                                       "maxLength": 1024}}}}}},
+        "responses": {"200": _json({"type": "object", "required": ["token"],
+                                    "properties": {"token": {"type": "string"}}}, "a token"),
+                      **_errors(400, 429, 503)}}},
+    "/api/v1/auth/status": {"get": {
+        "summary": "Is auth on",
+        "responses": {"200": _json({"type": "object", "required": ["enabled"],
+                                    "properties": {"enabled": {"type": "boolean"}}},
+                                   "the flag"), **_errors(503)}}},
+    "/api/v1/auth/enable": {"post": _auth_change("Turn auth on (a root user must exist)")},
+    "/api/v1/auth/disable": {"post": _auth_change("Turn auth off")},
+    "/api/v1/auth/users": {"get": {
+        "summary": "Users and their roles",
+        "responses": {"200": _json({"type": "object", "required": ["users"]}, "users"),
+                      **_errors(503)}}},
+    "/api/v1/auth/users/{name}": {
+        "parameters": _path_names("name"),
+        "put": _auth_change("Create a user", 409, body=_PASSWORD_BODY),
+        "delete": _auth_change("Delete a user", 404)},
+    "/api/v1/auth/users/{name}/password": {
+        "parameters": _path_names("name"),
+        "put": _auth_change("Set a user's password", 404, body=_PASSWORD_BODY)},
+    "/api/v1/auth/users/{name}/roles/{role}": {
+        "parameters": _path_names("name", "role"),
+        "put": _auth_change("Grant a user a role", 404),
+        "delete": _auth_change("Revoke a role from a user", 404)},
+    "/api/v1/auth/roles": {"get": {
+        "summary": "Roles and their grants",
+        "responses": {"200": _json({"type": "object", "required": ["roles"]}, "roles"),
+                      **_errors(503)}}},
+    "/api/v1/auth/roles/{role}": {
+        "parameters": _path_names("role"),
+        "put": _auth_change("Create a role", 409),
+        "delete": _auth_change("Delete a role", 404)},
+    "/api/v1/auth/roles/{role}/permissions": {
+        "parameters": _path_names("role"),
+        "put": _auth_change("Grant a role a permission on a key prefix", 404, 413, body={
+            "required": True, "content": {_JSON: {"schema": {
+                "type": "object", "required": ["prefix", "permission"],
+                "properties": {"prefix": {"type": "string"}, "permission": {
+                    "type": "string", "enum": ["read", "write", "readwrite"]}}}}}}),
+        "delete": _auth_change("Take a prefix's grant from a role", 404, 413, parameters=[
+            {"name": "prefix", "in": "query", "required": True,
+             "schema": {"type": "string"}}])},
+}
 
 
 _READ_PARAMS = [
@@ -176,13 +254,15 @@ def spec() -> dict[str, Any]:
                 "responses": {"200": {"description": "events, one JSON object a line",
                                       "content": {"application/x-ndjson": {}}},
                               **_errors(400, 410, 503)}}},
+            **_AUTH_PATHS,
             "/api/v1/cluster": {"get": {
                 "summary": "This node's view of the cluster",
                 "responses": {"200": _json(_ref("ClusterStatus"), "status"),
                               **_errors(503)}}},
             "/api/v1/openapi.json": {"get": {
                 "summary": "This document",
-                "responses": {"200": _json({"type": "object"}, "OpenAPI document")}}},
+                "responses": {"200": _json({"type": "object"}, "OpenAPI document"),
+                              **_errors(503)}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {
                 "200": _json({"type": "object"}, "alive")}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {
@@ -190,7 +270,8 @@ def spec() -> dict[str, Any]:
                 "503": _json({"type": "object"}, "not ready, with the reason")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "text exposition format",
-                        "content": {"text/plain": {}}}}}},
+                        "content": {"text/plain": {}}},
+                **_errors(503)}}},
         },
         "components": {"schemas": {
             "KeyValue": _KV, "WriteResult": _WRITE, "Error": _ERROR, "TxnOp": _TXN_OP,

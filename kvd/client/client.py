@@ -49,8 +49,10 @@ class KvdClient:
     """Calls the kvd client API on the first endpoint that answers."""
 
     def __init__(self, endpoints: list[str], reactor: Any = None, timeout: float = 10.0,
-                 tls: IPolicyForHTTPS | None = None) -> None:
-        """``tls`` (e.g. ``kvd.client.tls.ClientTLS``) for ``https://`` endpoints."""
+                 tls: IPolicyForHTTPS | None = None,
+                 credentials: tuple[str, str] | None = None) -> None:
+        """``tls`` (e.g. ``kvd.client.tls.ClientTLS``) for ``https://`` endpoints;
+        ``credentials`` (name, password) to log in with once the cluster has auth on."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -63,17 +65,56 @@ class KvdClient:
             reactor, contextFactory=tls, pool=pool)
         self._http = treq.client.HTTPClient(agent)
         self._pool = pool
+        self._tls = tls
+        self.credentials = credentials
+        #: The bearer token (None: not logged in; "": the cluster has auth off).
+        self._token: str | None = None
 
     def close(self) -> Deferred[None]:
         return self._pool.closeCachedConnections()
 
     @inlineCallbacks
+    def _auth_headers(self, renew: bool = False) -> Any:
+        """``Authorization`` for the next request: logs in first if it has to."""
+        if self.credentials is None:
+            return {}
+        if self._token is None or renew:
+            name, password = self.credentials
+            try:
+                answer = yield self._call("POST", "/api/v1/auth/authenticate",
+                                          {"name": name, "password": password}, None, None, {})
+                self._token = str(answer["token"])
+            except KvdError as e:
+                error = e.body.get("error", {}) if isinstance(e.body, dict) else {}
+                if error.get("reason") != "auth_not_enabled":
+                    raise
+                self._token = ""
+        return {b"Authorization": [b"Bearer " + self._token.encode()]} if self._token else {}
+
+    @inlineCallbacks
     def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None
                 = None, write: bool = False) -> Any:
-        """One call, failing over to the next endpoint when that is certainly safe."""
-        headers = {b"Content-Type": [b"application/json"]}
+        """One call, failing over to the next endpoint when that is certainly safe.
+
+        With credentials it logs in first, and once more if the token expired.
+        """
+        idempotency_key = uuid.uuid4().hex.encode() if write else None
+        auth = yield self._auth_headers()
+        try:
+            return (yield self._call(method, path, body, query, idempotency_key, auth))
+        except KvdError as e:
+            if e.status != 401 or self.credentials is None:
+                raise
+        auth = yield self._auth_headers(renew=True)
+        return (yield self._call(method, path, body, query, idempotency_key, auth))
+
+    @inlineCallbacks
+    def _call(self, method: str, path: str, body: Any, query: dict[str, Any] | None,
+              idempotency_key: bytes | None, auth: dict[bytes, list[bytes]]) -> Any:
+        headers = {b"Content-Type": [b"application/json"], **auth}
+        write = idempotency_key is not None
         if write:
-            headers[b"Idempotency-Key"] = [uuid.uuid4().hex.encode()]
+            headers[b"Idempotency-Key"] = [idempotency_key]
         data = None if body is None else json.dumps(body).encode()
         url_tail = path + ("?" + urlencode(query) if query else "")
         last: KvdError | None = None
@@ -143,11 +184,24 @@ class KvdClient:
     def txn(self, body: dict[str, Any]) -> Deferred[dict[str, Any]]:
         return self.request("POST", "/api/v1/txn", body, write=True)
 
+    def authenticate(self, name: str, password: str) -> Deferred[str]:
+        """A token for ``name`` (what ``credentials`` does by itself)."""
+        d = self.request("POST", "/api/v1/auth/authenticate",
+                         {"name": name, "password": password})
+        return d.addCallback(lambda answer: str(answer["token"]))
+
+    def auth_call(self, method: str, path: str, body: Any = None,
+                  query: dict[str, Any] | None = None) -> Deferred[Any]:
+        """A call under ``/api/v1/auth/`` (users, roles, enable); changes are writes."""
+        return self.request(method, "/api/v1/auth/" + path, body, query,
+                            write=method != "GET")
+
     def status(self, endpoint: str | None = None) -> Deferred[dict[str, Any]]:
         if endpoint is None:
             return self.request("GET", "/api/v1/cluster")
-        single = KvdClient([endpoint], self.reactor, self.timeout)
-        return single.request("GET", "/api/v1/cluster")
+        single = KvdClient([endpoint], self.reactor, self.timeout, self._tls, self.credentials)
+        d = single.request("GET", "/api/v1/cluster")
+        return d.addBoth(lambda result: single.close().addCallback(lambda _: result))
 
     @inlineCallbacks
     def watch(self, on_event: Callable[[dict[str, Any]], object], key: str | None = None,
@@ -179,7 +233,14 @@ class KvdClient:
                         on_event(event)
 
             try:
-                response = yield self._http.get(endpoint + "/api/v1/watch?" + urlencode(query))
+                auth = yield self._auth_headers()
+                response = yield self._http.get(endpoint + "/api/v1/watch?" + urlencode(query),
+                                                headers=auth)
+                if response.code == 401 and self.credentials is not None:
+                    yield response.content()
+                    self._token = None
+                    failures += 1
+                    continue
                 if response.code != 200:
                     answer = _decode((yield response.content()))
                     error = answer.get("error", {}) if isinstance(answer, dict) else {}

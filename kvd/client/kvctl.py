@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from typing import Any
+from urllib.parse import quote
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
@@ -34,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cacert", help="CA certificate (PEM) to trust for https:// endpoints")
     p.add_argument("--cert", dest="tls_cert", help="client certificate (PEM) to show")
     p.add_argument("--key", dest="tls_key", help="the client certificate's key (PEM)")
+    p.add_argument("--user", help="NAME:PASSWORD to log in with (clusters with auth on)")
     commands = p.add_subparsers(dest="command", required=True)
 
     put = commands.add_parser("put", help="write a key")
@@ -63,7 +65,48 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("--start-revision", type=int)
 
     commands.add_parser("status", help="the cluster as each endpoint sees it")
+
+    user = commands.add_parser("user", help="users (need no credentials until auth is on)")
+    verbs = user.add_subparsers(dest="verb", required=True)
+    for verb in ("add", "passwd"):
+        v = verbs.add_parser(verb, help=f"{'create a user' if verb == 'add' else 'new password'}")
+        v.add_argument("name")
+        v.add_argument("--password", required=True)
+    verbs.add_parser("delete", help="delete a user").add_argument("name")
+    for verb in ("grant-role", "revoke-role"):
+        v = verbs.add_parser(verb, help=f"{verb.split('-')[0]} a user a role")
+        v.add_argument("name")
+        v.add_argument("role")
+    verbs.add_parser("list", help="users and their roles")
+
+    role = commands.add_parser("role", help="roles: permissions on key prefixes")
+    verbs = role.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("add", help="create a role").add_argument("role")
+    verbs.add_parser("delete", help="delete a role").add_argument("role")
+    grant = verbs.add_parser("grant", help="let a role read and/or write a key prefix")
+    grant.add_argument("role")
+    grant.add_argument("--prefix", required=True)
+    grant.add_argument("--permission", required=True, choices=("read", "write", "readwrite"))
+    revoke = verbs.add_parser("revoke", help="take a prefix's grant from a role")
+    revoke.add_argument("role")
+    revoke.add_argument("--prefix", required=True)
+    verbs.add_parser("list", help="roles and their grants")
+
+    auth = commands.add_parser("auth", help="turn authentication on or off")
+    verbs = auth.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("enable", help="require tokens (a root user must exist)")
+    verbs.add_parser("disable", help="let anyone in again")
+    verbs.add_parser("status", help="is auth on")
     return p
+
+
+def _credentials(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    name, sep, password = text.partition(":")
+    if not sep or not name:
+        raise ValueError("--user must be NAME:PASSWORD")
+    return name, password
 
 
 def _print(args: argparse.Namespace, answer: Any, text: str) -> None:
@@ -75,7 +118,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
     if args.cacert or args.tls_cert or args.tls_key:
         tls = ClientTLS(args.cacert, args.tls_cert, args.tls_key)
     client = KvdClient([e.strip() for e in args.endpoints.split(",") if e.strip()], reactor,
-                       args.timeout, tls)
+                       args.timeout, tls, _credentials(args.user))
     try:
         return await _command(reactor, client, args)
     finally:
@@ -120,6 +163,54 @@ async def _command(reactor: Any, client: KvdClient, args: argparse.Namespace) ->
         await client.watch(event, key=key, prefix=prefix, start_revision=args.start_revision)
     elif args.command == "status":
         return await _status(client, args)
+    elif args.command in ("user", "role", "auth"):
+        return await _auth(client, args)
+    return 0
+
+
+def _auth_call(args: argparse.Namespace) -> tuple[str, str, Any, dict[str, Any] | None]:
+    """The (method, path under /api/v1/auth/, body, query) of a user, role or auth verb."""
+    quoted = {name: quote(getattr(args, name), safe="")
+              for name in ("name", "role") if hasattr(args, name)}
+    calls: dict[tuple[str, str], tuple[str, str, Any, dict[str, Any] | None]] = {
+        ("user", "add"): ("PUT", "users/{name}", {"password": getattr(args, "password", None)},
+                          None),
+        ("user", "passwd"): ("PUT", "users/{name}/password",
+                             {"password": getattr(args, "password", None)}, None),
+        ("user", "delete"): ("DELETE", "users/{name}", None, None),
+        ("user", "grant-role"): ("PUT", "users/{name}/roles/{role}", None, None),
+        ("user", "revoke-role"): ("DELETE", "users/{name}/roles/{role}", None, None),
+        ("user", "list"): ("GET", "users", None, None),
+        ("role", "add"): ("PUT", "roles/{role}", None, None),
+        ("role", "delete"): ("DELETE", "roles/{role}", None, None),
+        ("role", "grant"): ("PUT", "roles/{role}/permissions",
+                            {"prefix": getattr(args, "prefix", None),
+                             "permission": getattr(args, "permission", None)}, None),
+        ("role", "revoke"): ("DELETE", "roles/{role}/permissions", None,
+                             {"prefix": getattr(args, "prefix", None)}),
+        ("role", "list"): ("GET", "roles", None, None),
+        ("auth", "enable"): ("POST", "enable", None, None),
+        ("auth", "disable"): ("POST", "disable", None, None),
+        ("auth", "status"): ("GET", "status", None, None),
+    }
+    method, path, body, query = calls[(args.command, args.verb)]
+    return method, path.format(**quoted), body, query
+
+
+async def _auth(client: KvdClient, args: argparse.Namespace) -> int:
+    method, path, body, query = _auth_call(args)
+    answer = await client.auth_call(method, path, body, query)
+    if args.verb == "list" and args.command == "user":
+        text = "\n".join(f"{u['name']}\t{','.join(u['roles'])}" for u in answer["users"])
+    elif args.verb == "list":
+        text = "\n".join(
+            f"{r['name']}\t" + ",".join(f"{p['prefix']}:{p['permission']}"
+                                        for p in r["permissions"]) for r in answer["roles"])
+    elif args.verb == "status":
+        text = "enabled" if answer["enabled"] else "disabled"
+    else:
+        text = "OK"
+    _print(args, answer, text)
     return 0
 
 

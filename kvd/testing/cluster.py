@@ -31,6 +31,9 @@ class Cluster:
     session_timeout: float = 2.0
     extra_args: list[str] = field(default_factory=list)
     nodes: list[KvdProcess] = field(default_factory=list)
+    #: (name, password) the helpers log in with once the cluster has auth on.
+    credentials: tuple[str, str] | None = None
+    _token: str | None = None
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -60,7 +63,22 @@ class Cluster:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
 
     def status(self, node: KvdProcess) -> dict[str, Any]:
-        return node.call("GET", "/api/v1/cluster", timeout=2).body
+        answer = node.call("GET", "/api/v1/cluster", headers=self._auth(), timeout=2)
+        if answer.status == 401 and self.credentials is not None:
+            self._token = None
+            answer = node.call("GET", "/api/v1/cluster", headers=self._auth(node), timeout=2)
+        return answer.body
+
+    def _auth(self, node: KvdProcess | None = None) -> dict[str, str]:
+        """An ``Authorization`` header from ``credentials`` (logging in on ``node``)."""
+        if self.credentials is None:
+            return {}
+        if self._token is None and node is not None:
+            name, password = self.credentials
+            answer = node.call("POST", "/api/v1/auth/authenticate",
+                               {"name": name, "password": password}, timeout=5)
+            self._token = answer.body["token"] if answer.status == 200 else None
+        return {} if self._token is None else {"Authorization": f"Bearer {self._token}"}
 
     def leader(self) -> KvdProcess | None:
         """The running node that says it leads and serves (None if none does)."""

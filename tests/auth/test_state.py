@@ -1,0 +1,167 @@
+"""The replicated users, roles and enabled flag, applied as the store applies them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvd.auth.state import ROOT, AuthState, command_problem
+from kvd.commands import problem
+from kvd.store import Store
+
+
+def auth(action: str, **fields: Any) -> dict[str, Any]:
+    return {"op": "auth", "action": action, **fields}
+
+
+def state_with(*commands: dict[str, Any]) -> AuthState:
+    state = AuthState()
+    for command in commands:
+        assert command_problem(command) is None, command
+        state.apply(command)
+    return state
+
+
+# Fails if: a grant's range is open-ended (no prefix end).
+def test_a_grant_covers_its_prefix_and_nothing_else() -> None:
+    state = state_with(auth("user_add", name="ann", hash=b"h"), auth("role_add", role="app"),
+                       auth("role_grant", role="app", prefix=b"app/", perm="read"),
+                       auth("user_grant", name="ann", role="app"))
+    assert state.permits_key("ann", "read", b"app/x")
+    assert not state.permits_key("ann", "write", b"app/x")
+    assert not state.permits_key("ann", "read", b"apq")
+    assert not state.permits_key("ann", "read", b"app")
+    assert state.permits("ann", "read", b"app/", b"app0")
+    assert not state.permits("ann", "read", b"app/", b"app1")
+    assert not state.permits("ann", "read", b"app/", None)
+    assert not state.permits_key("bob", "read", b"app/x")
+
+
+def test_adjacent_grants_together_cover_a_range() -> None:
+    state = state_with(auth("user_add", name="ann", hash=b"h"), auth("role_add", role="r"),
+                       auth("role_grant", role="r", prefix=b"a", perm="readwrite"),
+                       auth("role_grant", role="r", prefix=b"b", perm="read"),
+                       auth("user_grant", name="ann", role="r"))
+    assert state.permits("ann", "read", b"a", b"c")
+    assert not state.permits("ann", "read", b"a", b"d")
+    assert not state.permits("ann", "write", b"a", b"c")
+
+
+def test_the_empty_prefix_grants_the_whole_key_space() -> None:
+    state = state_with(auth("user_add", name="ann", hash=b"h"), auth("role_add", role="all"),
+                       auth("role_grant", role="all", prefix=b"", perm="read"),
+                       auth("user_grant", name="ann", role="all"))
+    assert state.permits("ann", "read", b"", None)
+
+
+def test_root_may_do_anything_and_always_holds_its_role() -> None:
+    state = state_with(auth("user_add", name=ROOT, hash=b"h"))
+    assert state.permits(ROOT, "write", b"", None)
+    result = state.apply(auth("user_revoke", name=ROOT, role=ROOT))
+    assert result["error"] == "invalid"
+
+
+# Fails if: the root user may be deleted while auth is on (the cluster locks itself out).
+def test_auth_cannot_be_enabled_without_root_nor_root_deleted_while_on() -> None:
+    state = AuthState()
+    assert state.apply(auth("enable"))["error"] == "invalid"
+    assert not state.enabled
+    state.apply(auth("user_add", name=ROOT, hash=b"h"))
+    assert state.apply(auth("enable")) == {"ok": True}
+    assert state.apply(auth("user_delete", name=ROOT))["error"] == "invalid"
+    assert ROOT in state.users
+
+
+def test_a_new_password_or_a_new_user_of_the_same_name_gets_a_new_stamp() -> None:
+    state = state_with(auth("user_add", name="ann", hash=b"h"))
+    first = state.stamp("ann")
+    state.apply(auth("user_passwd", name="ann", hash=b"i"))
+    second = state.stamp("ann")
+    state.apply(auth("user_delete", name="ann"))
+    state.apply(auth("user_add", name="ann", hash=b"h"))
+    assert len({first, second, state.stamp("ann")}) == 3
+
+
+def test_deleting_a_role_takes_it_from_every_user() -> None:
+    state = state_with(auth("user_add", name="ann", hash=b"h"), auth("role_add", role="r"),
+                       auth("user_grant", name="ann", role="r"), auth("role_delete", role="r"))
+    assert state.roles_of("ann") == []
+
+
+def test_errors_name_what_is_missing_or_taken() -> None:
+    state = state_with(auth("user_add", name="ann", hash=b"h"))
+    assert state.apply(auth("user_add", name="ann", hash=b"h"))["error"] == "exists"
+    assert state.apply(auth("user_grant", name="ann", role="nope"))["error"] == "not_found"
+    assert state.apply(auth("user_delete", name="bob"))["error"] == "not_found"
+    assert state.apply(auth("role_add", role=ROOT))["error"] == "exists"
+    assert state.apply(auth("role_grant", role=ROOT, prefix=b"", perm="read"))["error"] == (
+        "invalid")
+
+
+# Fails if: the store's snapshot leaves the auth state out.
+def test_users_roles_and_the_flag_travel_in_a_snapshot_hidden_from_the_keys() -> None:
+    store = Store()
+    store.apply(1, [auth("user_add", name=ROOT, hash=b"h"), auth("role_add", role="r"),
+                    auth("role_grant", role="r", prefix=b"p/", perm="write"),
+                    auth("enable")])
+    assert store.revision == 0 and list(store.range()) == []
+    copy = Store.from_snapshot(store.snapshot_state(), check=True)
+    assert copy.auth.enabled and copy.auth.roles == {"r": {b"p/": "write"}}
+    assert copy.auth.users == store.auth.users
+    assert copy.digest() == store.digest()
+    old = store.snapshot_state()
+    del old["auth"]
+    assert not Store.from_snapshot(old).auth.enabled
+
+
+def test_a_malformed_auth_command_is_an_error_result_not_an_exception() -> None:
+    store = Store()
+    results = store.apply(1, [auth("user_add", name="", hash=b"h"),
+                              auth("role_grant", role="r", prefix="p", perm="read"),
+                              auth("role_grant", role="r", prefix=b"p", perm=["read"]),
+                              auth("explode")])
+    assert [r["error"] for r in results] == ["invalid_command"] * 4
+    assert store.auth.revision == 0
+
+
+@given(st.dictionaries(st.sampled_from(["action", "name", "role", "hash", "prefix", "perm"]),
+                       st.one_of(st.text(max_size=3), st.binary(max_size=3), st.integers(),
+                                 st.lists(st.integers(), max_size=2), st.none(),
+                                 st.sampled_from(["user_add", "role_grant", "enable",
+                                                  "read", "root"]))))
+def test_any_auth_command_is_refused_or_applied_whole(fields: dict[str, Any]) -> None:
+    store = Store()
+    command = {"op": "auth", **fields}
+    [result] = store.apply(1, [command])
+    assert result["ok"] is (problem(command) is None and result.get("error") is None)
+
+
+# Fails if: the store applies a command without checking its user (a follower that
+# had not yet applied a revoke, or the enabling, let it through).
+def test_the_store_checks_the_user_again_when_a_command_applies() -> None:
+    store = Store()
+    store.apply(1, [auth("user_add", name=ROOT, hash=b"h"), auth("user_add", name="ann",
+                                                                  hash=b"h"),
+                    auth("role_add", role="r"),
+                    auth("role_grant", role="r", prefix=b"a/", perm="write"),
+                    auth("user_grant", name="ann", role="r"), auth("enable")])
+    put = {"op": "put", "k": b"a/1", "v": b"v"}
+    results = store.apply(2, [
+        {**put, "user": "ann"},                         # allowed
+        put,                                            # taken while auth was off
+        {**put, "k": b"b/1", "user": "ann"},            # outside her grant
+        {"op": "txn", "compare": [{"k": b"b/1", "target": "exists", "value": False}],
+         "success": [{"op": "put", "k": b"a/2", "v": b"v"}], "failure": [],
+         "user": "ann"},                                # compares read b/1
+        auth("role_add", role="s", user="ann"),         # not root
+        {"op": "del", "k": b"a/1", "prev": 1, "expire": True},  # the leader's TTL expiry
+    ])
+    assert [r.get("error") for r in results] == [
+        None, "permission_denied", "permission_denied", "permission_denied",
+        "permission_denied", None]
+    assert [kv.key for kv in store.range()] == []
+    assert "s" not in store.auth.roles
+    store.apply(3, [auth("role_revoke", role="r", prefix=b"a/", user=ROOT)])
+    assert store.apply(4, [{**put, "user": "ann"}])[0]["error"] == "permission_denied"
