@@ -132,6 +132,23 @@ def problem(command: Any) -> str | None:
     return f"unknown op {op!r}"
 
 
+#: What a command's own fields and a txn op's cost beyond their bytes, packed.
+_FIELD_OVERHEAD = 64
+
+
+def command_bytes(command: dict[str, Any]) -> int:
+    """About how many bytes ``command`` packs to (its keys and values count), so a
+    batch of commands is bounded by its size, txns included."""
+    total = _FIELD_OVERHEAD
+    for item in (command, *(op for part in ("compare", "success", "failure")
+                            for op in command.get(part) or ())):
+        if isinstance(item, dict):
+            total += _FIELD_OVERHEAD + sum(len(item[f]) for f in ("k", "v", "value", "hash",
+                                                                  "prefix")
+                                           if isinstance(item.get(f), bytes))
+    return total
+
+
 def client_commands(value: Any) -> list[dict[str, Any]]:
     """``value`` as a list of client commands (a forward's), or BadRequest."""
     if not isinstance(value, list) or not value:

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from kvd.api.access import ClientAccess
 from kvd.api.client import ClientAPI, Limits
 from kvd.api.peer import PeerAPI
-from kvd.api.site import MAX_PEER_BODY, ConnectionLimit, KvdSite, Root
+from kvd.api.site import ConnectionLimit, KvdSite, Root
 from kvd.auth.tokens import TokenSigner
 from kvd.clock import MonotonicClock, use_monotonic_time
 from kvd.config import NodeConfig, read_digest_file
@@ -36,6 +36,7 @@ from kvd.coord.cluster import ClusterCoordinator
 from kvd.metrics import Metrics
 from kvd.node import Node, NodeSettings
 from kvd.replication.log import ReplicatedLog
+from kvd.replication.messages import peer_body_limit
 from kvd.replication.peer import PeerClient
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
 from kvd.replication.peerauth import PeerAuth, generate_secret, read_secret_file
@@ -151,12 +152,14 @@ class KvdService(MultiService):
             config.max_watches), metrics=self.metrics,
             access=ClientAccess(tokens, config.metrics_auth))
         self.peer_api = PeerAPI(lambda: self.node, self.peer_auth,
-                                session=self._zookeeper_session if expose else None)
+                                session=self._zookeeper_session if expose else None,
+                                max_body_bytes=peer_body_limit(config.max_body_bytes))
         self.site = KvdSite(Root(self.api.resource()), config.max_body_bytes, self.metrics,
                             config.request_timeout)
         strports.service(config.listen, ConnectionLimit(self.site, config.max_connections)
                          ).setServiceParent(self)
-        self.peer_site = KvdSite(Root(self.peer_api.resource()), MAX_PEER_BODY, self.metrics,
+        self.peer_site = KvdSite(Root(self.peer_api.resource()), self.peer_api.max_body_bytes,
+                                 self.metrics,
                                  config.request_timeout, required_header=AUTH_HEADER,
                                  on_refused=self.peer_api.log_refusal)
         self.peer_port: Any = None

@@ -22,7 +22,6 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from kvd import errors
-from kvd.api.site import MAX_PEER_BODY
 from kvd.commands import client_commands
 from kvd.node import Node, Role
 from kvd.replication import messages
@@ -44,8 +43,11 @@ class PeerAPI:
 
     def __init__(self, node: Callable[[], Node | None], auth: PeerAuth,
                  session: Callable[[], tuple[int, bytes] | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_body_bytes: int = messages.peer_body_limit(2 * 1024 * 1024)) -> None:
         self._node = node
+        #: The largest body a peer message may have (the site refuses more first).
+        self.max_body_bytes = max_body_bytes
         self._auth = auth
         self._clock = clock
         #: Source address -> when its last refusal was logged (one line a minute).
@@ -86,7 +88,9 @@ class PeerAPI:
         raise errors.Unauthorized(why)
 
     def _message(self, request: IRequest, name: str) -> dict[str, Any]:
-        raw = request.content.read(MAX_PEER_BODY + 1) if request.content else b""
+        raw = request.content.read(self.max_body_bytes + 1) if request.content else b""
+        if len(raw) > self.max_body_bytes:
+            raise errors.TooLarge(f"a peer message is at most {self.max_body_bytes} bytes")
         if self._auth.secret is None:
             raise errors.NotReady("this node does not know the cluster secret yet")
         supplied = request.getHeader(AUTH_HEADER)

@@ -25,9 +25,6 @@ from twisted.web.server import Request, Site
 
 from kvd.metrics import Metrics
 
-#: Peer messages carry snapshots: their bodies may be this large.
-MAX_PEER_BODY = 1024 * 1024 * 1024
-
 
 def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}},

@@ -38,6 +38,9 @@ class Follower:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.lock = DeferredLock()
+        #: A snapshot arriving in chunks: (who sends it, which one, its size) and
+        #: the bytes so far. Memory only; a chunk at offset 0 starts again.
+        self._incoming: tuple[tuple[Any, ...], bytearray] | None = None
 
     async def _serialised(self, handler: Any, message: dict[str, Any]) -> dict[str, Any]:
         reply: dict[str, Any] = await self.locked(lambda: handler(message))
@@ -176,14 +179,37 @@ class Follower:
     def install_snapshot(self, message: dict[str, Any]) -> Any:
         return self._serialised(self._install_snapshot, message)
 
+    def _assemble(self, message: dict[str, Any]) -> bytes | dict[str, Any]:
+        """Add a chunk; the whole snapshot once it is complete, else the answer."""
+        which = (message["epoch"], message["node_id"], message["snapshot_epoch"],
+                 message["snapshot_index"], message["total"])
+        offset, chunk = message["offset"], message["data"]
+        if offset == 0:
+            self._incoming = (which, bytearray())
+        incoming = self._incoming
+        if incoming is None or incoming[0] != which or len(incoming[1]) != offset:
+            self._incoming = None
+            return {"ok": False, "reject": "snapshot chunk out of order",
+                    "promised": self.node.rlog.promised_epoch}
+        incoming[1].extend(chunk)
+        if len(incoming[1]) < message["total"]:
+            return {"ok": True, "received": len(incoming[1]),
+                    "promised": self.node.rlog.promised_epoch}
+        self._incoming = None
+        return bytes(incoming[1])
+
     async def _install_snapshot(self, message: dict[str, Any]) -> dict[str, Any]:
         refusal = self._refusal(message)
         if refusal is not None:
             return refusal
+        assembled = self._assemble(message)
+        if isinstance(assembled, dict):
+            return assembled
+        data = assembled
         # Read whole before the promise: a snapshot that does not read back is a
         # bad message, refused with nothing changed.
         try:
-            decoded, store = await self.node.read_snapshot_data(message["data"])
+            decoded, store = await self.node.read_snapshot_data(data)
         except ValueError as e:
             raise BadMessage(str(e)) from None
         found = (decoded.epoch, decoded.index)
@@ -199,7 +225,7 @@ class Follower:
         snap_index = message["snapshot_index"]
         if snap_index <= node.store.applied_index:
             return {"ok": True, "index": snap_index, "promised": epoch}
-        await node.install_snapshot(message["data"], decoded, store)
+        await node.install_snapshot(data, decoded, store)
         self.log.info("Installed a snapshot at index {index} from the leader", index=snap_index)
         refusal = self._still_promised(epoch)
         if refusal is not None:

@@ -17,8 +17,10 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from kvd.commands import command_bytes
 from kvd.errors import OutcomeUnknown
 from kvd.replication.log import ReplicatedLog
+from kvd.replication.messages import MAX_BATCH_BYTES
 from kvd.store import Command, noop_command
 from kvd.wal.recovery import LogEntry
 
@@ -29,7 +31,6 @@ DEFAULT_WRITE_TIMEOUT = 5.0
 #: Cap of commands in one log entry.
 MAX_BATCH_COMMANDS = 4096
 #: Cap of value bytes in one log entry.
-MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
 class Proposal:
@@ -204,7 +205,7 @@ class Leader:
                 proposal = self._queue.pop(0)
                 batch.append(proposal)
                 commands.extend(proposal.commands)
-                size += sum(len(c.get("v", b"")) for c in proposal.commands)
+                size += sum(command_bytes(c) for c in proposal.commands)
             entry = LogEntry(self.epoch, self._log.last_index + 1, commands)
             # Registered first: with an inline disk the entry commits inside append.
             self.waiting[entry.index] = batch

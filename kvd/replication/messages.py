@@ -20,6 +20,28 @@ MAX_INT = 2**63 - 2
 MAX_ID = 128
 MAX_URL = 512
 MAX_ENTRIES = 4096
+#: A PREPARE's entries add up to at most this many packed bytes, plus one entry.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: A leader's batch holds about this many bytes of commands, plus one command.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: A snapshot travels in chunks of at most this many bytes, one in flight.
+SNAPSHOT_CHUNK_BYTES = 8 * 1024 * 1024
+#: The largest snapshot a follower assembles in memory.
+MAX_SNAPSHOT_BYTES = 64 * 1024**3
+#: Room for a message's own fields around its entries or chunk.
+ENVELOPE_BYTES = 1024 * 1024
+
+
+def peer_body_limit(max_body_bytes: int) -> int:
+    """The largest peer request body, for a cluster whose client bodies are bounded
+    by ``max_body_bytes`` (give every node the same).
+
+    A PREPARE: ``MAX_MESSAGE_BYTES`` of entries plus one entry, a batch of
+    ``MAX_BATCH_BYTES`` plus one command (at most one client body); a forward:
+    one client request's command; a snapshot chunk: ``SNAPSHOT_CHUNK_BYTES``.
+    """
+    one_entry = MAX_BATCH_BYTES + max_body_bytes + ENVELOPE_BYTES
+    return max(MAX_MESSAGE_BYTES + one_entry, SNAPSHOT_CHUNK_BYTES) + ENVELOPE_BYTES
 
 
 class BadMessage(Exception):
@@ -83,8 +105,15 @@ def _snapshot(message: dict[str, Any]) -> None:
     _sender(message)
     _int(message, "snapshot_epoch")
     _int(message, "snapshot_index", 1)
-    if not isinstance(message.get("data"), bytes):
-        raise BadMessage("'data' must be bytes")
+    _int(message, "offset")
+    _int(message, "total", 1)
+    data = message.get("data")
+    if not isinstance(data, bytes) or not 0 < len(data) <= SNAPSHOT_CHUNK_BYTES:
+        raise BadMessage(f"'data' must be 1 to {SNAPSHOT_CHUNK_BYTES} bytes")
+    if message["total"] > MAX_SNAPSHOT_BYTES:
+        raise BadMessage(f"'total' must be at most {MAX_SNAPSHOT_BYTES}")
+    if message["offset"] + len(data) > message["total"]:
+        raise BadMessage("the chunk ends after 'total'")
 
 
 def _fetch(message: dict[str, Any]) -> None:

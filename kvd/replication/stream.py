@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kvd.replication.messages import MAX_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES
 from kvd.replication.peer import PeerClient, entries_to_wire
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ class FollowerStream:
         prev = self.next_index - 1
         prev_epoch = self.rlog.epoch_at(prev)
         last = min(self.rlog.last_index, self.next_index + MAX_ENTRIES_PER_MESSAGE - 1)
-        entries = self.rlog.entries_between(self.next_index, last)
+        entries = _within_bytes(self.rlog.entries_between(self.next_index, last))
         commit = self.rlog.commit_index
         message = {
             **self.leader.identity_message(),
@@ -134,20 +135,39 @@ class FollowerStream:
         self._dispatch("prepare", message, MESSAGE_TIMEOUT, commit)
 
     def _send_snapshot(self) -> None:
+        """The newest snapshot, in chunks of ``SNAPSHOT_CHUNK_BYTES``, one at a time.
+
+        The follower assembles them and answers the last one as an install;
+        any refusal on the way goes to ``_answered`` (a newer epoch, say), and
+        the next try starts from the first chunk again.
+        """
         self._inflight = True
         self.sent_seq += 1
         seq = self.sent_seq
 
-        def got(found: tuple[int, int, bytes] | None) -> Deferred[Any] | None:
+        def got(found: tuple[int, int, bytes] | None) -> Deferred[Any]:
             if found is None or not self._active:
                 raise RuntimeError("no snapshot to send")
             epoch, index, data = found
-            self.log.info("Sending a snapshot at {index} to {node_id}", index=index,
-                          node_id=self.node_id)
+            self.log.info("Sending a snapshot at {index} ({size} bytes) to {node_id}",
+                          index=index, size=len(data), node_id=self.node_id)
+            return send_from(0, epoch, index, data)
+
+        def send_from(offset: int, epoch: int, index: int, data: bytes) -> Deferred[Any]:
+            chunk = data[offset:offset + SNAPSHOT_CHUNK_BYTES]
             message = {**self.leader.identity_message(), "snapshot_epoch": epoch,
-                       "snapshot_index": index, "data": data}
+                       "snapshot_index": index, "offset": offset, "total": len(data),
+                       "data": chunk}
             assert self.url is not None
-            return self.peer.call(self.url, "snapshot", message, SNAPSHOT_TIMEOUT)
+            d = self.peer.call(self.url, "snapshot", message, SNAPSHOT_TIMEOUT)
+            end = offset + len(chunk)
+
+            def answered(reply: dict[str, Any]) -> Any:
+                if end < len(data) and reply.get("ok") and self._active:
+                    return send_from(end, epoch, index, data)
+                return reply
+
+            return d.addCallback(answered)
 
         d = self._read_snapshot()
         d.addCallback(got)
@@ -206,3 +226,14 @@ class FollowerStream:
         self.log.debug("Message to {node_id} failed: {error}", node_id=self.node_id,
                        error=failure.getErrorMessage())
         self._schedule(RETRY_SECONDS)
+
+
+def _within_bytes(entries: list[Any]) -> list[Any]:
+    """The first entries that add up to ``MAX_MESSAGE_BYTES`` (at least one), so a
+    PREPARE stays within what a follower's peer listener accepts."""
+    size = 0
+    for n, entry in enumerate(entries):
+        size += len(entry.packed)
+        if size > MAX_MESSAGE_BYTES and n > 0:
+            return entries[:n]
+    return entries

@@ -115,7 +115,7 @@ _scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.bi
             | st.text(max_size=8) | st.floats(allow_nan=False))
 _fields = st.sampled_from(["epoch", "node_id", "url", "peer_url", "incarnation", "prev",
                            "entries", "commit", "from", "snapshot_epoch", "snapshot_index",
-                           "data", "commands"])
+                           "offset", "total", "data", "commands"])
 _bodies = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
                        | st.dictionaries(_fields, inner, max_size=8), max_leaves=16)
 
@@ -146,7 +146,8 @@ def _valid(route: str) -> dict[str, Any]:
     return {
         "newepoch": sender,
         "prepare": {**sender, "prev": [0, 0], "entries": [[3, 1, encode([])]], "commit": 0},
-        "snapshot": {**sender, "snapshot_epoch": 3, "snapshot_index": 1, "data": b"x"},
+        "snapshot": {**sender, "snapshot_epoch": 3, "snapshot_index": 1, "offset": 0,
+                     "total": 1, "data": b"x"},
         "fetch": {"epoch": 3, "node_id": "a", "incarnation": OTHER_DISK, "from": 1},
         "forward": {"commands": [{"op": "del", "k": b"k", "rid": "r"}]},
     }[route]
@@ -203,7 +204,10 @@ def test_an_unreadable_entry_or_snapshot_is_a_400_before_any_side_effect(
     node = member_of(str(tmp_path), reactor, "b", ("a", "b", "c"))
     treq = StubTreq(PeerAPI(lambda: node, AUTH).resource())
     before = _state(node)
-    status, body = post(treq, route, {**_valid(route), **fields})
+    message = {**_valid(route), **fields}
+    if route == "snapshot":
+        message["total"] = len(message["data"])
+    status, body = post(treq, route, message)
     reactor.advance(0)
     assert status == 400, body
     assert _state(node) == before
@@ -221,3 +225,18 @@ def test_an_answer_is_good_for_its_own_request_only() -> None:
     proof = AUTH.sign_answer(first, answer)
     assert AUTH.answer_ok(first, answer, proof)
     assert not AUTH.answer_ok(second, answer, proof), "a recorded answer replayed"
+
+
+# Fails if: PeerAPI._message takes a body past its limit (one sent without a length).
+def test_a_peer_body_past_the_limit_is_a_413_before_it_is_decoded(tmp_path: Any) -> None:
+    from tests.replication.support import close_all, member_of
+
+    node = member_of(str(tmp_path), InlineReactor(), "b", ("a", "b", "c"))
+    limit = len(encode(_valid("newepoch"))) + 10
+    treq = StubTreq(PeerAPI(lambda: node, AUTH, max_body_bytes=limit).resource())
+    before = _state(node)
+    status, body = post(treq, "newepoch", {**_valid("newepoch"), "pad": b"x" * 100})
+    assert status == 413, body
+    assert _state(node) == before
+    assert post(treq, "newepoch", _valid("newepoch"))[0] == 200
+    close_all()

@@ -155,7 +155,7 @@ def install(node: Node, sender: str, epoch: int, snap: LogEntry, data: bytes,
             incarnation: str = OTHER_DISK) -> Answer:
     return answer(node.follower.install_snapshot(message(
         sender, epoch, incarnation, snapshot_epoch=snap.epoch, snapshot_index=snap.index,
-        data=data)))
+        offset=0, total=len(data), data=data)))
 
 
 def run_sync(node: Node, epoch: int, peers: Peers, quorum: int,
