@@ -470,12 +470,11 @@ class Node:
             if self.role == Role.STANDALONE and self.leader is not None:
                 d = self.wait_applied(self.rlog.commit_index)
             elif self.role == Role.LEADER and self.leader is not None:
-                d = self.leader.read_index()
-                d.addErrback(_not_leading)
-                d.addCallback(self.wait_applied)
+                index = self.leader.read_index()
+                index.addErrback(_not_leading)
+                d = index.addCallback(self.wait_applied)
             elif self.role == Role.FOLLOWER and self.leader_info is not None:
-                d = self._follower_read_index()
-                d.addCallback(self.wait_applied)
+                d = self._follower_read_index().addCallback(self.wait_applied)
             else:
                 raise NotReady(self.unavailable or "no leader to confirm a linearizable read")
         else:

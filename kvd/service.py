@@ -292,11 +292,10 @@ class KvdService(MultiService):
             if isinstance(result, Failure):
                 self.log.failure("Snapshot failed", result)
 
-        d = deferToThread(snapshot.write, self.data_dir, state)
-        d.addCallback(compact)
-        d.addCallback(lambda _: deferToThread(release_free_memory))
-        d.addBoth(done)
-        return d
+        written: Deferred[str] = deferToThread(snapshot.write, self.data_dir, state)
+        compacted = written.addCallback(compact)
+        released = compacted.addCallback(lambda _: deferToThread(release_free_memory))
+        return released.addBoth(done)
 
     def stopService(self) -> Deferred[Any]:
         if self.coordinator is not None:

@@ -9,6 +9,7 @@ knows nothing of kazoo or files.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import uuid
 from collections.abc import Callable
@@ -21,13 +22,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import PathConverter, RequestRedirect
 
-from kvd import errors
+from kvd import backup, errors
 from kvd.api.access import ClientAccess
 from kvd.api.openapi import spec as openapi_spec
 from kvd.api.txn import parse_txn, render_result
@@ -211,9 +213,7 @@ class ClientAPI:
         node = self.node()
         if user is not None:
             command["user"] = user
-        d = node.submit([command])
-        d.addCallback(_refused_at_apply)
-        return d
+        return node.submit([command]).addCallback(_refused_at_apply)
 
     async def _barrier(self, request: IRequest) -> Node:
         node = self.node()
@@ -256,7 +256,7 @@ class ClientAPI:
     def readyz(self, request: IRequest) -> bytes:
         node = self._node()
         reason = "recovering the WAL" if node is None else node.unavailable
-        if reason is not None:
+        if node is None or reason is not None:
             request.setHeader(b"Retry-After", b"1")
             return self._respond(request, 503, {"status": "not ready", "reason": reason})
         return self._respond(request, 200, {"status": "ready", "role": node.role.value})
@@ -568,6 +568,31 @@ class ClientAPI:
         if len(encoded) > self.limits.max_key_bytes:
             raise errors.TooLarge(f"prefix longer than {self.limits.max_key_bytes} bytes")
         return encoded
+
+    # Backups
+
+    @app.route("/api/v1/snapshot", methods=["GET"])
+    async def backup(self, request: IRequest) -> bytes:
+        """The store at one applied index, as a snapshot file (``kvd/backup.py``).
+
+        Copied on the reactor (a dict copy, as for a snapshot), encoded in a
+        thread, sent with backpressure; root only once auth is on. A
+        linearizable backup (the default) holds every write acknowledged
+        before it was asked for.
+        """
+        self._admin(request)
+        node = await self._barrier(request)
+        state = node.store.snapshot_state()
+        epoch = node.rlog.epoch_at(state["applied_index"]) or 0
+        data, digest = await self._defer_to_thread(backup.encode_with_checksum, epoch, state)
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        request.setHeader(b"Content-Length", str(len(data)).encode())
+        request.setHeader(b"X-Kvd-Revision", str(state["revision"]).encode())
+        request.setHeader(b"X-Kvd-Snapshot-Index", str(state["applied_index"]).encode())
+        request.setHeader(b"X-Kvd-Snapshot-Sha256", digest.encode())
+        await FileSender().beginFileTransfer(io.BytesIO(data), request)
+        return b""
 
     # Cluster
 

@@ -255,6 +255,12 @@ def spec() -> dict[str, Any]:
                                       "content": {"application/x-ndjson": {}}},
                               **_errors(400, 410, 503)}}},
             **_AUTH_PATHS,
+            "/api/v1/snapshot": {"get": {
+                "summary": "A consistent backup of the store (a snapshot file)",
+                "parameters": _READ_PARAMS,
+                "responses": {"200": {"description": "the backup; X-Kvd-Snapshot-Sha256",
+                                      "content": {"application/octet-stream": {}}},
+                              **_errors(400, 503)}}},
             "/api/v1/cluster": {"get": {
                 "summary": "This node's view of the cluster",
                 "responses": {"200": _json(_ref("ClusterStatus"), "status"),

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -58,7 +60,7 @@ class KvdRequest(Request):
     unauthenticated = False
 
     def gotLength(self, length: int | None) -> None:
-        site = self.channel.site
+        site = cast(KvdChannel, self.channel).site
         required = site.required_header
         if required is not None and not self.requestHeaders.hasHeader(required):
             self.unauthenticated = True
@@ -92,6 +94,8 @@ class ConnectionLimit(WrappingFactory):
 
 
 class KvdChannel(HTTPChannel):
+    #: Set by ``Site.buildProtocol``.
+    site: KvdSite
     """HTTP/1.1 that cuts off a client whose request headers take longer than the
     site's ``request_timeout`` to arrive (one byte a second keeps twisted.web's
     idle timeout from ever firing)."""
@@ -100,16 +104,16 @@ class KvdChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self.line_mode and self._headers_deadline is None \
-                and self.site.request_timeout:  # type: ignore[attr-defined]
+                and self.site.request_timeout:
             self._headers_deadline = self.callLater(
-                self.site.request_timeout, self._headers_too_slow)  # type: ignore[attr-defined]
+                self.site.request_timeout, self._headers_too_slow)
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
         self._cancel_deadline()
         super().allHeadersReceived()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         super().connectionLost(reason)
 
@@ -123,7 +127,7 @@ class KvdChannel(HTTPChannel):
         peer = self.transport.getPeer() if self.transport is not None else None
         log.info("Cut off {peer}: request headers not received within {timeout}s",
                  peer=getattr(peer, "host", "?"),
-                 timeout=self.site.request_timeout)  # type: ignore[attr-defined]
+                 timeout=self.site.request_timeout)
         if self.transport is not None:
             self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
                                  b"Content-Length: 0\r\n\r\n")
@@ -186,8 +190,8 @@ class Root(Resource):
         self._api = api
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
-        if getattr(request, "unauthenticated", False):
-            site = request.channel.site  # type: ignore[attr-defined]
+        if isinstance(request, KvdRequest) and request.unauthenticated:
+            site = cast(KvdChannel, request.channel).site
             if site.on_refused is not None:
                 site.on_refused(request, "no peer credentials")
             return _Refusal(401, "unauthorized", "no credentials")

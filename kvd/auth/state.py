@@ -160,7 +160,7 @@ class AuthState:
         if op in ("put", "del"):
             return self.permits_key(user, WRITE, command["k"])
         reads = [c["k"] for c in command["compare"]]
-        writes = []
+        writes: list[bytes] = []
         for item in (*command["success"], *command["failure"]):
             (reads if item["op"] == "get" else writes).append(item["k"])
         return (all(self.permits_key(user, READ, key) for key in reads)
@@ -181,7 +181,8 @@ class AuthState:
     def apply(self, command: dict[str, Any]) -> Result:
         """Apply one ``auth`` command whose shape ``command_problem`` passed."""
         action = command["action"]
-        name, role = command.get("name"), command.get("role")
+        name: str = command.get("name", "")
+        role: str = command.get("role", "")
         users, roles = self.users, self.roles
         if action in ("user_delete", "user_passwd", "user_grant", "user_revoke") and (
                 name not in users):

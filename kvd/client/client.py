@@ -12,12 +12,13 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 import treq
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import blockingCallFromThread
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 from twisted.web.iweb import IPolicyForHTTPS
@@ -110,10 +111,11 @@ class KvdClient:
 
     @inlineCallbacks
     def _call(self, method: str, path: str, body: Any, query: dict[str, Any] | None,
-              idempotency_key: bytes | None, auth: dict[bytes, list[bytes]]) -> Any:
-        headers = {b"Content-Type": [b"application/json"], **auth}
+              idempotency_key: bytes | None, auth: dict[bytes | str, list[bytes | str]]) -> Any:
+        headers: dict[bytes | str, list[bytes | str]] = {
+            b"Content-Type": [b"application/json"], **auth}
         write = idempotency_key is not None
-        if write:
+        if idempotency_key is not None:
             headers[b"Idempotency-Key"] = [idempotency_key]
         data = None if body is None else json.dumps(body).encode()
         url_tail = path + ("?" + urlencode(query) if query else "")
@@ -183,6 +185,40 @@ class KvdClient:
 
     def txn(self, body: dict[str, Any]) -> Deferred[dict[str, Any]]:
         return self.request("POST", "/api/v1/txn", body, write=True)
+
+    @inlineCallbacks
+    def save_snapshot(self, sink: Callable[[bytes], None],
+                      consistency: str = "linearizable",
+                      started: Callable[[dict[str, str]], object] | None = None) -> Any:
+        """Stream a backup (``GET /api/v1/snapshot``) into ``sink``, from the first
+        endpoint that serves one; fires with its headers (lower-case names), which
+        ``started`` gets before the first byte."""
+        last: KvdError | None = None
+        for endpoint in self.endpoints:
+            auth = yield self._auth_headers()
+            try:
+                response = yield self._http.get(
+                    f"{endpoint}/api/v1/snapshot?consistency={consistency}", headers=auth,
+                    timeout=self.timeout)
+            except Exception as e:
+                last = Unavailable(0, "unreachable", f"{endpoint}: {e}")
+                continue
+            if response.code != 200:
+                answer = _decode((yield response.content()))
+                error = answer.get("error", {}) if isinstance(answer, dict) else {}
+                last = KvdError(response.code, error.get("code", "error"),
+                                error.get("message", ""), answer)
+                if response.code in _TRY_NEXT:
+                    continue
+                raise last
+            headers = {k.decode().lower(): v[-1].decode()
+                       for k, v in response.headers.getAllRawHeaders()}
+            if started is not None:
+                started(headers)
+            yield treq.collect(response, sink)
+            return headers
+        assert last is not None
+        raise last
 
     def authenticate(self, name: str, password: str) -> Deferred[str]:
         """A token for ``name`` (what ``credentials`` does by itself)."""
@@ -298,8 +334,8 @@ class BlockingClient:
                 cls._started = True
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return blockingCallFromThread(self._reactor, getattr(self._client, method), *args,
-                                      **kwargs)
+        reactor = cast(IReactorFromThreads, self._reactor)
+        return blockingCallFromThread(reactor, getattr(self._client, method), *args, **kwargs)
 
     def put(self, key: str, value: str, prev_revision: int | None = None,
             ttl: int | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
 
+from kvd import backup
 from kvd.client.client import KvdClient, KvdError, OutcomeUnknown, Unavailable
 from kvd.client.tls import ClientTLS
 
@@ -91,6 +92,18 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("role")
     revoke.add_argument("--prefix", required=True)
     verbs.add_parser("list", help="roles and their grants")
+
+    snap = commands.add_parser("snapshot", help="backups: save, inspect, restore")
+    verbs = snap.add_subparsers(dest="verb", required=True)
+    save = verbs.add_parser("save", help="write a consistent backup of the store to FILE")
+    save.add_argument("file")
+    save.add_argument("--consistency", choices=("linearizable", "stale"),
+                      default="linearizable")
+    verbs.add_parser("status", help="what a backup file holds").add_argument("file")
+    restore = verbs.add_parser("restore", help="make an empty data dir from a backup "
+                               "(offline; start the nodes with a new --cluster)")
+    restore.add_argument("file")
+    restore.add_argument("--data-dir", required=True)
 
     auth = commands.add_parser("auth", help="turn authentication on or off")
     verbs = auth.add_subparsers(dest="verb", required=True)
@@ -165,6 +178,82 @@ async def _command(reactor: Any, client: KvdClient, args: argparse.Namespace) ->
         return await _status(client, args)
     elif args.command in ("user", "role", "auth"):
         return await _auth(client, args)
+    elif args.command == "snapshot" and args.verb == "save":
+        return await _save_snapshot(client, args)
+    return 0
+
+
+async def _save_snapshot(client: KvdClient, args: argparse.Namespace) -> int:
+    """Stream a backup to ``FILE.part`` with a progress bar, check it, then rename."""
+    partial = args.file + ".part"
+    progress = _Progress()
+    with open(partial, "wb") as f:
+        def sink(chunk: bytes) -> None:
+            f.write(chunk)
+            progress.advance(len(chunk))
+
+        headers = await client.save_snapshot(sink, args.consistency, progress.start)
+    progress.done()
+    with open(partial, "rb") as saved:
+        data = saved.read()
+    try:
+        info = backup.describe(data)
+        if info.checksum != headers.get("x-kvd-snapshot-sha256"):
+            raise ValueError("its sha256 is not the one the node sent")
+    except ValueError as e:
+        os.unlink(partial)
+        raise ValueError(f"the backup did not arrive whole: {e}") from None
+    os.replace(partial, args.file)
+    _print(args, info.as_json(), f"Saved revision {info.revision} ({info.keys} keys, "
+           f"{info.bytes} bytes, sha256 {info.checksum}) to {args.file}")
+    return 0
+
+
+class _Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.total: int | None = None
+        self.shown = sys.stderr.isatty()
+
+    def start(self, headers: dict[str, str]) -> None:
+        length = headers.get("content-length", "")
+        self.total = int(length) if length.isdigit() else None
+
+    def advance(self, n: int) -> None:
+        self.received += n
+        if not self.shown:
+            return
+        mib = f"{self.received / 2**20:.1f} MiB"
+        if self.total:
+            filled = self.WIDTH * self.received // self.total
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            mib = f"[{bar}] {100 * self.received // self.total:3d}% {mib}"
+        print(f"\r{mib}", end="", file=sys.stderr)
+
+    def done(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+
+
+def _offline(args: argparse.Namespace) -> int | None:
+    """The verbs that need no cluster (``snapshot status`` and ``restore``); None for others."""
+    if args.command != "snapshot" or args.verb == "save":
+        return None
+    with open(args.file, "rb") as f:
+        data = f.read()
+    if args.verb == "status":
+        info = backup.describe(data)
+        _print(args, info.as_json(), f"revision {info.revision}  index {info.index}  "
+               f"keys {info.keys}  bytes {info.bytes}  sha256 {info.checksum}")
+    else:
+        info = backup.restore(data, args.data_dir)
+        _print(args, info.as_json(), f"Restored revision {info.revision} ({info.keys} keys) "
+               f"into {args.data_dir}; start every node of the new cluster on such a dir, "
+               "with a new --cluster name")
     return 0
 
 
@@ -238,6 +327,13 @@ async def _status(client: KvdClient, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    try:
+        offline = _offline(args)
+    except (OSError, ValueError) as e:
+        print(f"kvctl: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    if offline is not None:
+        raise SystemExit(offline)
     outcome = {"code": 0}
 
     async def entry(reactor: Any) -> None:

@@ -48,11 +48,13 @@ class FollowerLink(Protocol):
     """What the leader needs of its stream to one follower."""
 
     node_id: str
-    voter: bool
     match_index: int
     sent_seq: int
     confirmed_seq: int
     last_ok: float
+
+    @property
+    def voter(self) -> bool: ...
 
     def wake(self, force: bool = False) -> None: ...
 

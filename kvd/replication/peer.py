@@ -102,7 +102,8 @@ class PeerClient:
             mac = self._auth.sign_request(path.encode(), data)
         except NoSecret as e:
             return fail(NotDelivered(str(e)))
-        headers = {b"Content-Type": [MSGPACK], AUTH_HEADER: [mac]}
+        headers: dict[bytes | str, list[bytes | str]] = {b"Content-Type": [MSGPACK],
+                                                         AUTH_HEADER: [mac]}
         d = self._client.post(f"{url}{path}", data=data, headers=headers)
 
         def read(response: Any) -> Deferred[Any]:

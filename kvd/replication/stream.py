@@ -171,7 +171,8 @@ class FollowerStream:
 
         d = self._read_snapshot()
         d.addCallback(got)
-        d.addCallbacks(self._answered, self._failed, (seq, -1), None, (seq,), None)
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(seq, -1),
+                       errbackArgs=(seq,))
 
     def _dispatch(self, name: str, message: dict[str, Any], timeout: float, commit: int) -> None:
         self._inflight = True
@@ -179,8 +180,8 @@ class FollowerStream:
         self.sent_seq += 1
         assert self.url is not None
         d = self.peer.call(self.url, name, message, timeout)
-        d.addCallbacks(self._answered, self._failed, (self.sent_seq, commit), None,
-                       (self.sent_seq,), None)
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(self.sent_seq, commit),
+                       errbackArgs=(self.sent_seq,))
 
     def _answered(self, reply: dict[str, Any], seq: int, commit: int) -> None:
         self._inflight = False

@@ -10,6 +10,7 @@ stream's job; the marker entry of the new epoch commits everything before it.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -71,7 +72,7 @@ async def synchronise(
         if url is None:
             continue
         d = peer.call(url, "newepoch", message, NEWEPOCH_TIMEOUT)
-        d.addCallback(lambda reply, voter=voter, url=url: (voter, url, reply))
+        d.addCallback(_from, voter, url)
         calls.append(d)
     results = await DeferredList(calls, consumeErrors=True)
     _still_candidate(node, epoch)
@@ -125,13 +126,13 @@ async def _fetch_log(node: Node, epoch: int, url: str, target: tuple[int, int],
             raise SyncFailed(f"fetch from {url} refused: {reply.get('reject')}")
         if reply.get("snapshot") is not None:
             data = reply["snapshot"]
-            decoded = await node.follower.locked(lambda data=data: _install(node, epoch, data))
+            decoded = await node.follower.locked(partial(_install, node, epoch, data))
             first = decoded.index + 1
             continue
         entries = entries_from_wire(reply["entries"])
         if not entries:
             raise SyncFailed(f"{url} sent no entries from {first}")
-        await node.follower.locked(lambda entries=entries: _append(node, epoch, entries))
+        await node.follower.locked(partial(_append, node, epoch, entries))
         first = entries[-1].index + 1
     await rlog.wait_durable(rlog.last_index)
 
@@ -145,3 +146,8 @@ async def _append(node: Node, epoch: int, entries: list[Any]) -> None:
 async def _install(node: Node, epoch: int, data: bytes) -> Any:
     _still_candidate(node, epoch)
     return await node.install_snapshot_data(data)
+
+
+def _from(reply: dict[str, Any], voter: str, url: str) -> tuple[str, str, dict[str, Any]]:
+    """A NEWEPOCH answer with who gave it."""
+    return voter, url, reply

@@ -13,10 +13,10 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore, IReactorThreads
+from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -122,7 +122,9 @@ class WalWriter:
         self._lazy.extend(records)
         self._lazy_first = first_index
         if not self._writing and self._lazy_timer is None:
-            self._lazy_timer = self._reactor.callLater(LAZY_DELAY, self._flush_lazy)
+            # The reactor provides IReactorTime too.
+            self._lazy_timer = cast(IReactorTime, self._reactor).callLater(
+                LAZY_DELAY, self._flush_lazy)
 
     def _flush_lazy(self) -> None:
         self._lazy_timer = None
@@ -144,7 +146,8 @@ class WalWriter:
             self._lazy = []
         self._writing = True
         d = deferToThreadPool(self._reactor, self._pool, self._write_batch, batch)
-        d.addCallbacks(self._written, self._write_failed, (batch,), None, (batch,), None)
+        d.addCallbacks(self._written, self._write_failed, callbackArgs=(batch,),
+                       errbackArgs=(batch,))
 
     def _written(self, elapsed: float, batch: list[_Append]) -> None:
         self._writing = False
