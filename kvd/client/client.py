@@ -51,9 +51,11 @@ class KvdClient:
 
     def __init__(self, endpoints: list[str], reactor: Any = None, timeout: float = 10.0,
                  tls: IPolicyForHTTPS | None = None,
-                 credentials: tuple[str, str] | None = None) -> None:
+                 credentials: tuple[str, str] | None = None,
+                 http: treq.client.HTTPClient | None = None) -> None:
         """``tls`` (e.g. ``kvd.client.tls.ClientTLS``) for ``https://`` endpoints;
-        ``credentials`` (name, password) to log in with once the cluster has auth on."""
+        ``credentials`` (name, password) to log in with once the cluster has auth on;
+        ``http`` a treq client of one's own (``kvd.client.testing`` passes a stub)."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -64,7 +66,7 @@ class KvdClient:
         pool = HTTPConnectionPool(reactor, persistent=True)
         agent = Agent(reactor, pool=pool) if tls is None else Agent(
             reactor, contextFactory=tls, pool=pool)
-        self._http = treq.client.HTTPClient(agent)
+        self._http = http if http is not None else treq.client.HTTPClient(agent)
         self._pool = pool
         self._tls = tls
         self.credentials = credentials

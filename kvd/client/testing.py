@@ -1,0 +1,105 @@
+"""
+A kvd for tests, in memory: ``StubKvd`` serves the real client API over a
+standalone node on a temporary directory, reached through treq's ``StubTreq``
+(no sockets, no threads, no reactor running). Use it to test code that takes
+a ``KvdClient``::
+
+    kvd = StubKvd(tmp_path)
+    client = kvd.client()
+    d = client.put("k", "v")
+    kvd.flush()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource, Resource
+
+from kvd.api.client import ClientAPI
+from kvd.client.client import KvdClient
+from kvd.node import Node, NodeSettings
+from kvd.service import open_node, recover_store
+from kvd.wal.layout import DataDir
+
+
+class _InlinePool:
+    """A thread pool that runs each job at once on the calling thread."""
+
+    def callInThreadWithCallback(
+        self, onResult: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
+    ) -> None:
+        try:
+            result = f(*a, **kw)
+        except BaseException:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+
+class _InlineReactor(Clock):
+    """A ``Clock`` whose ``callFromThread`` runs at once: the WAL's thread is inline."""
+
+    def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
+        f(*a, **kw)
+
+
+def _inline(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    return maybeDeferred(f, *args)
+
+
+class _ByHost(Resource):
+    """Each endpoint's host:port to its own resource (one ``StubTreq`` for several nodes)."""
+
+    isLeaf = False
+
+    def __init__(self, resources: dict[bytes, IResource]) -> None:
+        super().__init__()
+        self.resources = resources
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> IResource:
+        resource = self.resources[request.getHeader(b"host") or b""]
+        request.postpath.insert(0, request.prepath.pop())
+        return resource
+
+
+class StubKvd:
+    """A standalone kvd node served in memory at ``url``."""
+
+    def __init__(self, path: str, url: str = "http://kvd.invalid:8081") -> None:
+        self.reactor = _InlineReactor()
+        self.url = url
+        data_dir = DataDir(str(path))
+        self.node: Node
+        self.node, self._writer = open_node(self.reactor, data_dir, recover_store(data_dir, None),
+                                 NodeSettings(url=url), fsync=False, pool=_InlinePool())
+        started = self.node.become_standalone()
+        self.reactor.advance(0)
+        assert started.called, "a standalone node serves once its marker is durable"
+        self.api = ClientAPI(lambda: self.node, defer_to_thread=_inline)
+        host = url.split("://", 1)[1].split("/", 1)[0].encode()
+        #: Other endpoints the stub answers for, by host:port (see ``answer_with``).
+        self.resources: dict[bytes, IResource] = {host: self.api.resource()}
+        self.treq = StubTreq(_ByHost(self.resources))
+
+    def answer_with(self, url: str, resource: IResource) -> None:
+        """Serve ``resource`` at ``url`` too (say, a node that is not ready)."""
+        self.resources[url.split("://", 1)[1].split("/", 1)[0].encode()] = resource
+
+    def client(self, endpoints: list[str] | None = None, **kwargs: Any) -> KvdClient:
+        """A ``KvdClient`` over the stub, trying ``endpoints`` (default: the node) in order."""
+        return KvdClient(endpoints or [self.url], self.reactor, http=self.treq, **kwargs)
+
+    def flush(self) -> None:
+        """Run what is pending: the node's timers due now, then the stub's I/O."""
+        for _ in range(3):
+            self.reactor.advance(0)
+            self.treq.flush()
+
+    def close(self) -> None:
+        self._writer.close()
