@@ -24,10 +24,6 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kvd.api.access import ClientAccess
-from kvd.api.client import ClientAPI, Limits
-from kvd.api.peer import PeerAPI
-from kvd.api.site import ConnectionLimit, KvdSite, Root
 from kvd.auth.tokens import TokenSigner
 from kvd.clock import MonotonicClock, use_monotonic_time
 from kvd.config import NodeConfig, read_digest_file
@@ -46,6 +42,10 @@ from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
 from kvd.wal.recovery import Recovered, WalCorruption, recover
 from kvd.wal.writer import DEFAULT_SEGMENT_BYTES, WalWriter
+from kvd.web.access import ClientAccess
+from kvd.web.peer import PeerAPI
+from kvd.web.public import ClientAPI, Limits
+from kvd.web.site import ConnectionLimit, KvdSite, Root
 
 
 def release_free_memory() -> None:

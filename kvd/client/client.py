@@ -52,7 +52,7 @@ class KvdClient:
     def __init__(self, endpoints: list[str], reactor: Any = None, timeout: float = 10.0,
                  tls: IPolicyForHTTPS | None = None,
                  credentials: tuple[str, str] | None = None,
-                 http: treq.client.HTTPClient | None = None) -> None:
+                 http: Any = None) -> None:
         """``tls`` (e.g. ``kvd.client.tls.ClientTLS``) for ``https://`` endpoints;
         ``credentials`` (name, password) to log in with once the cluster has auth on;
         ``http`` a treq client of one's own (``kvd.client.testing`` passes a stub)."""
@@ -66,6 +66,7 @@ class KvdClient:
         pool = HTTPConnectionPool(reactor, persistent=True)
         agent = Agent(reactor, pool=pool) if tls is None else Agent(
             reactor, contextFactory=tls, pool=pool)
+        # treq's HTTPClient, or anything with its request/get (treq.testing.StubTreq).
         self._http = http if http is not None else treq.client.HTTPClient(agent)
         self._pool = pool
         self._tls = tls

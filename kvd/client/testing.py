@@ -21,11 +21,11 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 
-from kvd.api.client import ClientAPI
 from kvd.client.client import KvdClient
 from kvd.node import Node, NodeSettings
 from kvd.service import open_node, recover_store
 from kvd.wal.layout import DataDir
+from kvd.web.public import ClientAPI
 
 
 class _InlinePool:

@@ -22,7 +22,7 @@ from kvd.errors import OutcomeUnknown
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.messages import MAX_BATCH_BYTES
 from kvd.store import Command, noop_command
-from kvd.wal.recovery import LogEntry
+from kvd.wal.record import LogEntry
 
 #: How often late proposals are looked for.
 SWEEP_SECONDS = 0.25

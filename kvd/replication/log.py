@@ -15,7 +15,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from kvd.wal import record
-from kvd.wal.recovery import LogEntry, Recovered
+from kvd.wal.record import LogEntry
+from kvd.wal.recovery import Recovered
 from kvd.wal.writer import WalWriter
 
 log = Logger()

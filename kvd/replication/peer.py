@@ -20,7 +20,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from kvd.replication.messages import BadMessage
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
 from kvd.replication.peerauth import NoSecret, PeerAuth
-from kvd.wal.recovery import LogEntry
+from kvd.wal.record import LogEntry
 
 PEER_PREFIX = "/peer/v1"
 MSGPACK = b"application/msgpack"

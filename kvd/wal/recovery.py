@@ -13,12 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 from twisted.logger import Logger
 
 from kvd.wal import record, snapshot
 from kvd.wal.layout import DataDir
-from kvd.wal.record import RecordType
+from kvd.wal.record import LogEntry, RecordType
 from kvd.wal.writer import Segment
 
 log = Logger()
@@ -29,52 +28,6 @@ PROGRESS_BYTES = 64 * 1024 * 1024
 
 class WalCorruption(Exception):
     """A record in the middle of the WAL is unreadable; refusing to start."""
-
-
-class LogEntry:
-    """One replicated log entry: a batch of commands stamped with its epoch.
-
-    The commands are packed (msgpack) once, and that one encoding goes to the
-    WAL and to every follower. Once applied, ``release`` drops the decoded
-    commands: the log kept in memory between snapshots holds bytes, not dicts.
-    """
-
-    __slots__ = ("_commands", "_packed", "epoch", "index")
-
-    def __init__(self, epoch: int, index: int, commands: list[dict[str, Any]] | None = None,
-                 packed: bytes | None = None) -> None:
-        if commands is None and packed is None:
-            raise ValueError("a log entry needs its commands, packed or not")
-        self.epoch = epoch
-        self.index = index
-        self._commands = commands
-        self._packed = packed
-
-    @property
-    def commands(self) -> list[dict[str, Any]]:
-        if self._commands is None:
-            assert self._packed is not None
-            self._commands = msgpack.unpackb(self._packed, raw=False, strict_map_key=False)
-        return self._commands
-
-    @property
-    def packed(self) -> bytes:
-        if self._packed is None:
-            self._packed = msgpack.packb(self._commands, use_bin_type=True)
-        return self._packed
-
-    def release(self) -> None:
-        """Keep only the packed form (the entry was applied)."""
-        self._packed = self.packed
-        self._commands = None
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, LogEntry):
-            return NotImplemented
-        return (self.epoch, self.index, self.packed) == (other.epoch, other.index, other.packed)
-
-    def __repr__(self) -> str:
-        return f"LogEntry(epoch={self.epoch}, index={self.index})"
 
 
 @dataclass

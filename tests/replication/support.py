@@ -14,7 +14,7 @@ from kvd.service import open_node, recover_store
 from kvd.store import Command, put_command
 from kvd.wal import record
 from kvd.wal.layout import DataDir
-from kvd.wal.recovery import LogEntry
+from kvd.wal.record import LogEntry
 from tests.support import InlinePool, InlineReactor
 
 __all__ = [

@@ -51,7 +51,7 @@ def test_a_read_waiting_on_a_leader_that_steps_down_gets_503(tmp_path: Any) -> N
 
 def test_min_revision_waits_for_the_follower_to_apply_it(tmp_path: Any) -> None:
     from kvd.store import put_command
-    from kvd.wal.recovery import LogEntry
+    from kvd.wal.record import LogEntry
 
     reactor = InlineReactor()
     node = open_inline_node(str(tmp_path), reactor)

@@ -33,8 +33,8 @@ from kvd.service import open_node, recover_store
 from kvd.store import Store, expire_command, put_command
 from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
-from kvd.wal.record import RecordType
-from kvd.wal.recovery import LogEntry, recover
+from kvd.wal.record import LogEntry, RecordType
+from kvd.wal.recovery import recover
 from kvd.wal.writer import LAZY_DELAY
 from tests.replication.support import (
     OTHER_DISK,

@@ -12,7 +12,7 @@ from kvd import node as node_module
 from kvd.node import Node
 from kvd.replication import messages, stream
 from kvd.replication.stream import FollowerStream, _within_bytes
-from kvd.wal.recovery import LogEntry
+from kvd.wal.record import LogEntry
 from tests.replication.support import (
     FakeLink,
     Peers,

@@ -30,10 +30,6 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import PathConverter, RequestRedirect
 
 from kvd import backup, errors
-from kvd.api.access import ClientAccess
-from kvd.api.openapi import spec as openapi_spec
-from kvd.api.txn import parse_txn, render_result
-from kvd.api.values import MAX_INTEGER, optional_integer
 from kvd.auth.limiter import LoginLimiter
 from kvd.auth.passwords import MAX_PASSWORD, hash_password, password_matches
 from kvd.auth.state import PERMISSIONS, READ, WRITE, AuthState, valid_name
@@ -41,6 +37,10 @@ from kvd.auth.tokens import NoKey, TokenSigner
 from kvd.metrics import Metrics
 from kvd.node import Node
 from kvd.store import Result, delete_command, put_command, txn_command
+from kvd.web.access import ClientAccess
+from kvd.web.openapi import spec as openapi_spec
+from kvd.web.txn import parse_txn, render_result
+from kvd.web.values import MAX_INTEGER, optional_integer
 
 log = Logger()
 

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, succeed
 
-from kvd.api.access import ClientAccess
-from kvd.api.client import ClientAPI, Limits
 from kvd.auth.limiter import LoginLimiter
 from kvd.auth.tokens import TokenSigner
-from tests.api.test_client import Client
+from kvd.web.access import ClientAccess
+from kvd.web.public import ClientAPI, Limits
+from tests.web.test_public import Client
 
 
 def inline(f: Any, *args: Any) -> Deferred[Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import treq
 
-from tests.api.test_client import Client
+from tests.web.test_public import Client
 
 
 @pytest.fixture

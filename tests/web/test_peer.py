@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
 
-from kvd.api.peer import PeerAPI
 from kvd.replication.peer import MSGPACK, PEER_PREFIX, decode, encode
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
 from kvd.replication.peerauth import PeerAuth
+from kvd.web.peer import PeerAPI
 from tests.support import InlineReactor, open_inline_node
 
 AUTH = PeerAuth(b"a test secret of enough bytes")

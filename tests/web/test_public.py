@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from treq.testing import StubTreq
 
-from kvd.api.client import ClientAPI, Limits
 from kvd.node import Node
+from kvd.web.public import ClientAPI, Limits
 from tests.support import InlineReactor, open_inline_node
 
 

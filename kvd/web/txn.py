@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kvd import errors
-from kvd.api.values import integer
+from kvd.web.values import integer
 
 TARGETS = ("value", "revision", "create_revision", "version", "exists")
 COMPARISONS = ("==", "!=", "<", ">")
