@@ -39,6 +39,11 @@ class NodeConfig:
     peer_cert: str | None = None
     peer_key: str | None = None
     peer_ca: str | None = None
+    #: Client TLS with client certificates: this node's certificate and key, and
+    #: the CA every client's certificate must come from (PEM files).
+    client_cert: str | None = None
+    client_key: str | None = None
+    client_ca: str | None = None
     #: Connections each listener takes at once; more are closed at once.
     max_connections: int = 1024
     #: Seconds a client has to send a request's headers.

@@ -156,7 +156,12 @@ class KvdService(MultiService):
                                 max_body_bytes=peer_body_limit(config.max_body_bytes))
         self.site = KvdSite(Root(self.api.resource()), config.max_body_bytes, self.metrics,
                             config.request_timeout)
-        strports.service(config.listen, ConnectionLimit(self.site, config.max_connections)
+        client_factory: Any = self.site
+        if config.client_ca is not None:
+            # Mutual TLS, as on the peer listener: a client shows a certificate from the CA.
+            client_factory = PeerTLS.load(config.client_cert or "", config.client_key or "",
+                                          config.client_ca).wrap_server(client_factory)
+        strports.service(config.listen, ConnectionLimit(client_factory, config.max_connections)
                          ).setServiceParent(self)
         self.peer_site = KvdSite(Root(self.peer_api.resource()), self.peer_api.max_body_bytes,
                                  self.metrics,

@@ -53,6 +53,11 @@ class Options(usage.Options):
         ["peer-key", None, None, "Peer TLS: this node's private key (PEM)."],
         ["peer-ca", None, None, "Peer TLS: the CA every peer's certificate must come from; "
          "with the two above, peers speak mutual TLS."],
+        ["client-cert", None, None, "Client TLS: this node's certificate (PEM), on a tcp: "
+         "--listen."],
+        ["client-key", None, None, "Client TLS: this node's private key (PEM)."],
+        ["client-ca", None, None, "Client TLS: the CA every client's certificate must come "
+         "from; with the two above, clients must show one (etcd's --client-cert-auth)."],
         ["zookeeper-auth-file", None, None, "File holding user:password, kvd's ZooKeeper "
          "digest identity: the whole tree is created readable and changeable by it only."],
         ["peer-secret-file", None, None, "File holding the cluster's peer secret, mode 600 "
@@ -109,6 +114,19 @@ class Options(usage.Options):
                 PeerTLS.load(*tls)
             except (OSError, ValueError) as e:
                 raise usage.UsageError(f"peer TLS: {e}") from None
+        client_tls = [self["client-cert"], self["client-key"], self["client-ca"]]
+        if any(client_tls) and not all(client_tls):
+            raise usage.UsageError("give --client-cert, --client-key and --client-ca together")
+        if all(client_tls):
+            if not self["listen"].startswith(("tcp:", "tcp6:")):
+                raise usage.UsageError("--client-cert needs a tcp: --listen (ssl: brings "
+                                       "its own TLS, without client certificates)")
+            if not self["advertise"].startswith("https://"):
+                raise usage.UsageError("--client-cert needs an https:// --advertise")
+            try:
+                PeerTLS.load(*client_tls)
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"client TLS: {e}") from None
         if self["zookeeper-auth-file"] is not None:
             try:
                 read_digest_file(self["zookeeper-auth-file"])
@@ -163,6 +181,9 @@ class Options(usage.Options):
             peer_cert=self["peer-cert"],
             peer_key=self["peer-key"],
             peer_ca=self["peer-ca"],
+            client_cert=self["client-cert"],
+            client_key=self["client-key"],
+            client_ca=self["client-ca"],
             max_connections=self["max-connections"],
             request_timeout=self["request-timeout"],
             max_watches=self["max-watches"],

@@ -54,6 +54,11 @@ def test_flags_reach_the_config() -> None:
     (["--port", "1", "--token-ttl", "0"], "--token-ttl must be positive"),
     (["--port", "1", "--cluster", "a/b"], "--cluster may hold only"),
     (["--port", "1", "--peer-cert", "c.pem"], "together"),
+    (["--port", "1", "--client-ca", "c.pem"], "together"),
+    (["--listen", "ssl:1", "--advertise", "https://h:1", "--client-cert", "c", "--client-key",
+      "k", "--client-ca", "a"], "needs a tcp: --listen"),
+    (["--port", "1", "--client-cert", "c", "--client-key", "k", "--client-ca", "a"],
+     "needs an https:// --advertise"),
 ])
 def test_bad_values_are_one_line_usage_errors(argv: list[str], message: str) -> None:
     with pytest.raises(usage.UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -43,7 +43,7 @@ class PeerTLS:
         try:
             return cls(PrivateCertificate.loadPEM(cert + b"\n" + key), Certificate.loadPEM(ca))
         except Exception as e:
-            raise ValueError(f"cannot load the peer certificate, key or CA: {e}") from None
+            raise ValueError(f"cannot load the certificate, key or CA: {e}") from None
 
     def server_options(self) -> CertificateOptions:
         """Present our certificate; require one from the CA of every client."""

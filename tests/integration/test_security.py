@@ -203,3 +203,47 @@ def test_kvctl_talks_to_a_tls_client_listener_with_its_ca(tmp_path: Any) -> None
         assert untrusted.returncode != 0
     finally:
         node.stop()
+
+
+# Fails if: KvdService does not wrap the client listener in mutual TLS with --client-ca
+# (a client without a certificate gets in).
+def test_with_client_certificates_required_only_a_client_with_one_gets_in(
+        tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    import trustme
+
+    from kvd.testing.process import free_port
+
+    ca = trustme.CA()
+    server, client = ca.issue_cert("127.0.0.1"), ca.issue_cert("kvctl")
+    paths = {name: str(tmp_path / f"{name}.pem") for name in
+             ("ca", "cert", "key", "client-cert", "client-key")}
+    ca.cert_pem.write_to_path(paths["ca"])
+    server.cert_chain_pems[0].write_to_path(paths["cert"])
+    server.private_key_pem.write_to_path(paths["key"])
+    client.cert_chain_pems[0].write_to_path(paths["client-cert"])
+    client.private_key_pem.write_to_path(paths["client-key"])
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    node = KvdProcess(str(tmp_path / "node"), port=port, scheme="https", args=[
+        "--standalone", "--client-cert", paths["cert"], "--client-key", paths["key"],
+        "--client-ca", paths["ca"]])
+
+    def kvctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kvd.client.kvctl", "--endpoints", url,
+                               "--cacert", paths["ca"], "--timeout", "3", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    with_cert = ("--cert", paths["client-cert"], "--key", paths["client-key"])
+    node.start(wait=False)
+    try:
+        wait_for(lambda: kvctl(*with_cert, "put", "k", "v").returncode == 0, 30,
+                 "a write with a client certificate")
+        got = kvctl(*with_cert, "get", "k")
+        assert got.returncode == 0 and got.stdout.split() == ["k", "v"], got
+        refused = kvctl("get", "k")
+        assert refused.returncode == 3, refused  # the handshake fails: unavailable
+    finally:
+        node.stop()
