@@ -117,7 +117,8 @@ class Node:
         self.on_fatal: Callable[[str], None] | None = None
         #: The cluster's members as the coordinator sees them, for status.
         self.cluster_members: Callable[[], list[dict[str, Any]]] | None = None
-        self.expiry = ExpiryScheduler(self)
+        self.expiry = ExpiryScheduler(lambda: self.store, self.submit, self.clock)
+        self.on_applied.append(self.expiry.applied)
         self.observe_round: Callable[[int, float], None] | None = None
         #: Called when this node hears of a newer epoch (the coordinator steps down).
         self.on_newer_epoch: list[Callable[[int], None]] = []
@@ -221,6 +222,11 @@ class Node:
             self.step_down(f"epoch {epoch} superseded ours ({self.epoch})")
         for callback in list(self.on_newer_epoch):
             callback(epoch)
+
+    @property
+    def url(self) -> str:
+        """The URL clients reach this node at."""
+        return self.settings.url
 
     @property
     def peer_url(self) -> str:

@@ -9,16 +9,15 @@ full duration, since another host's clock cannot be trusted.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kvd.store import Command, Result, expire_command
-
-if TYPE_CHECKING:
-    from kvd.node import Node
+from kvd.store import Command, Result, Store, expire_command
 
 RETRY_SECONDS = 1.0
 
@@ -28,17 +27,24 @@ class ExpiryScheduler:
 
     log = Logger()
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, store: Callable[[], Store],
+                 submit: Callable[[list[Command]], Deferred[list[Result]]],
+                 clock: IReactorTime) -> None:
+        """``store`` gives the current store (a snapshot install replaces it);
+        ``submit`` proposes commands; timers run on ``clock`` (monotonic).
+        Feed it every applied entry through ``applied``."""
+        self._store = store
+        self._submit = submit
+        self._clock = clock
         self._timers: dict[bytes, IDelayedCall] = {}
         self.armed = False
-        node.on_applied.append(self._applied)
 
     def start(self) -> None:
         """This node now leads: arm every TTL key for its full duration."""
         self.armed = True
-        for key, ttl in self.node.store.ttls.items():
-            kv = self.node.store.get(key)
+        store = self._store()
+        for key, ttl in store.ttls.items():
+            kv = store.get(key)
             if kv is not None:
                 self._arm(key, ttl, kv.mod_revision)
 
@@ -49,7 +55,8 @@ class ExpiryScheduler:
                 timer.cancel()
         self._timers.clear()
 
-    def _applied(self, index: int, commands: list[Command], results: list[Result]) -> None:
+    def applied(self, index: int, commands: list[Command], results: list[Result]) -> None:
+        """An entry was applied: arm the TTLs its writes set (while armed)."""
         if not self.armed:
             return
         for command, result in zip(commands, results, strict=True):
@@ -66,17 +73,17 @@ class ExpiryScheduler:
         old = self._timers.pop(key, None)
         if old is not None and old.active():
             old.cancel()
-        self._timers[key] = self.node.clock.callLater(ttl, self._expire, key, mod_revision)
+        self._timers[key] = self._clock.callLater(ttl, self._expire, key, mod_revision)
 
     def _expire(self, key: bytes, mod_revision: int) -> None:
         self._timers.pop(key, None)
         if not self.armed:
             return
-        kv = self.node.store.get(key)
+        kv = self._store().get(key)
         if kv is None or kv.mod_revision != mod_revision:
             return
         try:
-            d = self.node.submit([expire_command(key, mod_revision)])
+            d = self._submit([expire_command(key, mod_revision)])
         except Exception as e:
             self._retry(key, mod_revision, str(e))
             return
@@ -90,5 +97,5 @@ class ExpiryScheduler:
         if not self.armed:
             return
         self.log.info("Expiry of {key} not committed ({why}); retrying", key=key, why=why)
-        self._timers[key] = self.node.clock.callLater(RETRY_SECONDS, self._expire, key,
-                                                         mod_revision)
+        self._timers[key] = self._clock.callLater(RETRY_SECONDS, self._expire, key,
+                                                  mod_revision)

@@ -11,20 +11,50 @@ is durable, and only if the promise still equals the message's epoch
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
-from kvd.replication.log import FatalLogError
+from kvd.replication.log import FatalLogError, ReplicatedLog
 from kvd.replication.messages import BadMessage
 from kvd.replication.peer import entries_from_wire, entries_to_wire
 from kvd.roles import Role
-
-if TYPE_CHECKING:
-    from kvd.node import Node
+from kvd.store import Store
+from kvd.wal.layout import Identity
+from kvd.wal.snapshot import Snapshot
 
 T = TypeVar("T")
+
+
+class FollowerHost(Protocol):
+    """What a follower needs of its node (``kvd.node.Node`` is one)."""
+
+    rlog: ReplicatedLog
+    store: Store
+    identity: Identity
+    role: Role
+    torn_unacked: bool
+
+    def voters(self) -> dict[str, str]: ...
+
+    def is_voter(self) -> bool: ...
+
+    def saw_epoch(self, epoch: int) -> None: ...
+
+    def follow(self, epoch: int, leader_id: str, url: str, peer_url: str) -> None: ...
+
+    def advance_follower_commit(self, commit_index: int) -> None: ...
+
+    def fatal(self, message: str) -> None: ...
+
+    def clear_torn(self) -> None: ...
+
+    def read_snapshot_file(self) -> Deferred[tuple[int, int, bytes] | None]: ...
+
+    async def read_snapshot_data(self, data: bytes) -> tuple[Snapshot, Store]: ...
+
+    async def install_snapshot(self, data: bytes, decoded: Snapshot, store: Store) -> None: ...
 
 #: Most entries a FETCH answer carries.
 FETCH_LIMIT = 4096
@@ -35,7 +65,7 @@ class Follower:
 
     log = Logger()
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: FollowerHost) -> None:
         self.node = node
         self.lock = DeferredLock()
         #: A snapshot arriving in chunks: (who sends it, which one, its size) and

@@ -11,20 +11,43 @@ stream's job; the marker entry of the new epoch commits everything before it.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
+from kvd.replication.follower import Follower
+from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import PeerClient, entries_from_wire
-
-if TYPE_CHECKING:
-    from kvd.node import Node
+from kvd.wal.layout import Identity
+from kvd.wal.snapshot import Snapshot
 
 log = Logger()
 
 NEWEPOCH_TIMEOUT = 2.0
 FETCH_TIMEOUT = 30.0
+
+
+class Candidate(Protocol):
+    """What a sync needs of the node that stands (``kvd.node.Node`` is one)."""
+
+    rlog: ReplicatedLog
+    identity: Identity
+    follower: Follower
+    torn_unacked: bool
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def peer_url(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    def voters(self) -> dict[str, str]: ...
+
+    async def install_snapshot_data(self, data: bytes) -> Snapshot: ...
 
 
 class SyncFailed(Exception):
@@ -43,7 +66,7 @@ class LostCommits(Exception):
     """A voter reports a commit index beyond the adopted log: data was lost."""
 
 
-def _still_candidate(node: Node, epoch: int) -> None:
+def _still_candidate(node: Candidate, epoch: int) -> None:
     """Go on only while our promise is ``epoch``, to ourselves (rule 1): a promise
     of a newer epoch, made to another candidate meanwhile, ends this sync."""
     if not node.rlog.promised_to(epoch, node.node_id):
@@ -51,7 +74,7 @@ def _still_candidate(node: Node, epoch: int) -> None:
 
 
 async def synchronise(
-    node: Node, epoch: int, urls: dict[str, str], peer: PeerClient, sync_quorum: int
+    node: Candidate, epoch: int, urls: dict[str, str], peer: PeerClient, sync_quorum: int
 ) -> None:
     """Bring this candidate's log to the most advanced of R voters' logs."""
     rlog = node.rlog
@@ -63,7 +86,7 @@ async def synchronise(
     answers: dict[str, dict[str, Any]] = {}
     if not node.torn_unacked:
         answers[node.node_id] = {"last": list(rlog.last), "commit_index": rlog.commit_index}
-    message = {"epoch": epoch, "node_id": node.node_id, "url": node.settings.url,
+    message = {"epoch": epoch, "node_id": node.node_id, "url": node.url,
                "peer_url": node.peer_url, "incarnation": node.identity.incarnation}
     others = [v for v in voters if v != node.node_id]
     calls: list[Deferred[Any]] = []
@@ -111,7 +134,7 @@ async def synchronise(
     _still_candidate(node, epoch)
 
 
-async def _fetch_log(node: Node, epoch: int, url: str, target: tuple[int, int],
+async def _fetch_log(node: Candidate, epoch: int, url: str, target: tuple[int, int],
                      peer: PeerClient) -> None:
     """Copy the owner's log from our commit index on, truncating where we diverge."""
     rlog = node.rlog
@@ -137,13 +160,13 @@ async def _fetch_log(node: Node, epoch: int, url: str, target: tuple[int, int],
     await rlog.wait_durable(rlog.last_index)
 
 
-async def _append(node: Node, epoch: int, entries: list[Any]) -> None:
+async def _append(node: Candidate, epoch: int, entries: list[Any]) -> None:
     # Under the follower's lock: no PREPARE interleaves with this change of our log.
     _still_candidate(node, epoch)
     node.follower.append_missing(entries)
 
 
-async def _install(node: Node, epoch: int, data: bytes) -> Any:
+async def _install(node: Candidate, epoch: int, data: bytes) -> Any:
     _still_candidate(node, epoch)
     return await node.install_snapshot_data(data)
 

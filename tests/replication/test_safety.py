@@ -1496,7 +1496,7 @@ def test_the_log_refuses_to_read_an_entry_it_does_not_hold(
         node.rlog.entry(3)
 
 
-# Fails if: ExpiryScheduler arms its timers on the node's reactor instead of its clock.
+# Fails if: Node gives ExpiryScheduler its reactor instead of its clock.
 def test_rule12_ttls_run_on_the_monotonic_clock_not_the_wall_clock(tmp_path: Any) -> None:
     """An NTP step of the wall clock expires nothing; the monotonic clock decides."""
     from tests.support import InlinePool
