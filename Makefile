@@ -26,12 +26,12 @@ $(VENV)/.installed: pyproject.toml
 run: deps
 	$(PY) -m kvd.devcluster
 
-test: deps
-	$(PY) -m ruff check .
+test: lint
 	$(PY) -m pytest
 
 lint: deps
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # Mutation check of the safety tests (tests/mutants.toml); slow, so not part of `test`.
 mutants: deps

@@ -49,7 +49,7 @@ from kazoo.retry import KazooRetry
 from kazoo.security import make_acl, make_digest_acl
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -107,6 +107,12 @@ class _Reactor(Protocol):
     def getThreadPool(self) -> ThreadPool: ...
 
 
+def _from_threads(reactor: _Reactor) -> IReactorFromThreads:
+    """``reactor`` as ``deferToThreadPool`` types it (it only calls ``callFromThread``)."""
+    # A zope interface is nominal: our structural _Reactor cannot be checked against it.
+    return cast(IReactorFromThreads, reactor)
+
+
 def default_connection_retry(max_delay: float = 2.0) -> KazooRetry:
     """Retry the connection forever, backing off from 0.1 s to ``max_delay``.
 
@@ -153,6 +159,8 @@ class TransactionFailed(Exception):
 
     def __init__(self, results: list[object]) -> None:
         self.results = results
+        self.index: int
+        self.error: Exception
         self.index, self.error = next(
             (
                 (i, r)
@@ -429,13 +437,15 @@ class ZooKeeperService(Service):
         self._reactor = reactor
         self._client_factory = client_factory
         #: The ACL of a znode only this identity may read (None without a digest).
-        self.private_acl = None if digest is None else [
-            make_digest_acl(digest[0], digest[1], all=True)]
-        self._security: dict[str, Any] = {} if digest is None else {
-            "auth_data": [("digest", f"{digest[0]}:{digest[1]}")],
-            # Anyone may read the tree (to debug it); only this identity changes it.
-            "default_acl": [*self.private_acl, make_acl("world", "anyone", read=True)],
-        }
+        self.private_acl: list[Any] | None = None
+        self._security: dict[str, Any] = {}
+        if digest is not None:
+            self.private_acl = [make_digest_acl(digest[0], digest[1], all=True)]
+            self._security = {
+                "auth_data": [("digest", f"{digest[0]}:{digest[1]}")],
+                # Anyone may read the tree (to debug it); only this identity changes it.
+                "default_acl": [*self.private_acl, make_acl("world", "anyone", read=True)],
+            }
 
         self._client: KazooClient | None = None
         self._state: SessionState = LOST
@@ -505,7 +515,7 @@ class ZooKeeperService(Service):
 
     # -- service lifecycle -------------------------------------------------
 
-    def startService(self) -> Deferred[None]:  # type: ignore[override]
+    def startService(self) -> Deferred[None]:
         """Create and start the kazoo client without blocking.
 
         Returns a Deferred that fires once first connected (or with None if
@@ -537,7 +547,7 @@ class ZooKeeperService(Service):
 
         return self.when_connected().addErrback(stopped_first)
 
-    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+    def stopService(self) -> Deferred[None]:
         """Close the session (ephemeral nodes vanish) in a worker thread."""
         super().stopService()
         self._cancel_unreachable_warning()
@@ -557,7 +567,9 @@ class ZooKeeperService(Service):
             finally:
                 client.close()
 
-        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), stop_client)
+        d = deferToThreadPool(
+            _from_threads(self._reactor), self._reactor.getThreadPool(), stop_client
+        )
 
         def stopped(result: object) -> object:
             if self._client is client:
@@ -639,7 +651,9 @@ class ZooKeeperService(Service):
                     helper.stop()
                     helper.close()
 
-            return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), create)
+            return deferToThreadPool(
+                _from_threads(self._reactor), self._reactor.getThreadPool(), create
+            )
 
         return d.addCallback(check)
 
@@ -777,7 +791,9 @@ class ZooKeeperService(Service):
             except ConnectionClosedError:
                 return fail()
             pool = self._reactor.getThreadPool()
-            d = deferToThreadPool(self._reactor, pool, client.delete, path, version, recursive=True)
+            d = deferToThreadPool(
+                _from_threads(self._reactor), pool, client.delete, path, version, recursive=True
+            )
         else:
             d = self._call("delete", path, version)
         return d.addCallback(lambda _: None)

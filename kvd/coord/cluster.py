@@ -17,6 +17,7 @@ from typing import Any
 
 from kazoo.exceptions import ConnectionLoss, NodeExistsError, NoNodeError
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -53,7 +54,7 @@ class ClusterCoordinator:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, zk: ZooKeeperService, node: Node, config: NodeConfig,
+    def __init__(self, reactor: IReactorTime, zk: ZooKeeperService, node: Node, config: NodeConfig,
                  peer: PeerClient, auth: PeerAuth | None = None) -> None:
         self.reactor = reactor
         self.zk = zk
@@ -129,6 +130,7 @@ class ClusterCoordinator:
     def _reconcile_failed(self, failure: Failure) -> None:
         # A ZooKeeper call failed half-way (connection loss...): try again soon,
         # whether or not the session changes state meanwhile.
+        assert failure.type is not None  # a Failure always has its exception's type
         self.log.warn("Coordination step failed ({error}); retrying",
                       error=failure.getErrorMessage() or failure.type.__name__)
         self._later(1.0)

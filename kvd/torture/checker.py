@@ -894,7 +894,7 @@ class _Support:
         # highest known revision among kept writes completed by a time, and among kept
         # deletes invoked by a time (deletes of unknown revision are not counted)
         writes = sorted(
-            (ops[j].complete, ops[j].rev) for j in keep if ops[j].is_write and ops[j].rev
+            (ops[j].complete, rev) for j in keep if ops[j].is_write and (rev := ops[j].rev)
         )
         write_times = [t for t, _ in writes]
         write_revs = list(itertools.accumulate((r for _, r in writes), max))

@@ -75,6 +75,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -185,7 +186,7 @@ class Timing:
 class Nemesis:
     """Faults and heals for one cluster, its ZooKeeper and its peer proxies."""
 
-    reactor: Any
+    reactor: IReactorTime
     cluster: Cluster
     zookeeper: ZooKeeperServer
     net: ProxyNet

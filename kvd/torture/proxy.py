@@ -35,10 +35,17 @@ import os
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IPushProducer,
+    ITCPTransport,
+    ITransport,
+)
 from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -93,6 +100,18 @@ def socket_owner(local_port: int, remote_port: int, pids: Iterable[int]) -> int 
     return None
 
 
+def _tcp(transport: ITransport | None) -> ITCPTransport:
+    """A proxied connection's transport: set once it is made, and always TCP."""
+    assert ITCPTransport.providedBy(transport)
+    return transport
+
+
+def _producer(transport: ITransport | None) -> IPushProducer:
+    """A proxied connection's transport as the push producer every TCP transport is."""
+    assert IPushProducer.providedBy(transport)
+    return transport
+
+
 class _Upstream(Protocol):
     """The proxy's connection to the node's real port."""
 
@@ -137,7 +156,7 @@ class _Inbound(Protocol):
         self.closed = False
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
+        peer = _tcp(self.transport).getPeer()
         self.source = self.proxy.net.identify(peer.port, self.proxy.port)
         self.proxy.net.connections.add(self)
         action = self.proxy.net.action(self.source, self.proxy.index)
@@ -147,7 +166,7 @@ class _Inbound(Protocol):
         if action == DROP:
             self.silenced = True
             return
-        self.transport.pauseProducing()
+        _producer(self.transport).pauseProducing()
         self.proxy.net.reactor.connectTCP(
             "127.0.0.1", self.proxy.target_port, _UpstreamFactory(self), timeout=2
         )
@@ -155,16 +174,16 @@ class _Inbound(Protocol):
     def upstream_ready(self, upstream: _Upstream) -> None:
         self.upstream = upstream
         if self.closed or self.silenced:
-            upstream.transport.abortConnection()
+            _tcp(upstream.transport).abortConnection()
             return
         for chunk in self.pending:
-            upstream.transport.write(chunk)
+            _tcp(upstream.transport).write(chunk)
         self.pending = []
-        self.transport.resumeProducing()
+        _producer(self.transport).resumeProducing()
 
     def upstream_lost(self) -> None:
         if not self.closed:
-            self.transport.loseConnection()
+            _tcp(self.transport).loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self.silenced:
@@ -172,7 +191,7 @@ class _Inbound(Protocol):
         if self.upstream is None:
             self.pending.append(data)
         else:
-            self.upstream.transport.write(data)
+            _tcp(self.upstream.transport).write(data)
 
     def silence(self) -> None:
         """Go quiet both ways (a 'drop' partition)."""
@@ -182,15 +201,15 @@ class _Inbound(Protocol):
     def reset(self) -> None:
         """Reset both sides now."""
         self.closed = True
-        self.transport.abortConnection()
+        _tcp(self.transport).abortConnection()
         if self.upstream is not None:
-            self.upstream.transport.abortConnection()
+            _tcp(self.upstream.transport).abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
         self.proxy.net.connections.discard(self)
         if self.upstream is not None:
-            self.upstream.transport.loseConnection()
+            _tcp(self.upstream.transport).loseConnection()
 
 
 class _InboundFactory(Factory):
@@ -224,7 +243,9 @@ class NodeProxy:
             self.listening = self.net.reactor.listenTCP(
                 self.port, _InboundFactory(self), interface="127.0.0.1"
             )
-            self.port = self.listening.getHost().port
+            host = self.listening.getHost()
+            assert isinstance(host, (IPv4Address, IPv6Address))  # a TCP port's
+            self.port = host.port
 
     def close(self) -> Deferred[None]:
         """Refuse new connections (like a dead host's port) and reset the open ones."""
@@ -233,7 +254,9 @@ class NodeProxy:
             conn.reset()
         if listening is None:
             return succeed(None)
-        return maybeDeferred(listening.stopListening)
+        # maybeDeferred's overloads cannot tell that a Deferred[None] | None result
+        # becomes a Deferred[None].
+        return cast("Deferred[None]", maybeDeferred(listening.stopListening))
 
 
 @dataclass
@@ -434,7 +457,7 @@ class ZooKeeperLinks(ProxyNet):
     tripwire: Tripwire | None = None
     resets: int = 0
     #: Cuts a fired tripwire scheduled and that have not happened yet.
-    pending: dict[int, Any] = field(default_factory=dict)
+    pending: dict[int, IDelayedCall] = field(default_factory=dict)
 
     def hosts(self, index: int) -> str:
         """What node ``index`` passes as ``--zookeeper``."""

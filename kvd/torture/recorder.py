@@ -43,7 +43,10 @@ from kvd.torture.checker import CAS, FAIL, GET, MISMATCH, OK, PUT, UNKNOWN, Oper
 
 log = Logger()
 
-JSON_HEADERS = {b"Content-Type": [b"application/json"]}
+#: Request headers, as treq's ``HTTPClient.request`` takes them.
+RequestHeaders = dict[bytes | str, list[bytes | str]]
+
+JSON_HEADERS: RequestHeaders = {b"Content-Type": [b"application/json"]}
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class Recorder:
         self._seed = seed
         self.history: list[Operation] = []
         #: Per history entry: the node that served it and its raw answer (for evidence).
-        self.trace: list[dict[str, str]] = []
+        self.trace: list[dict[str, str | int]] = []
         self.anomalies: list[str] = []
         self.anomaly_kinds: Counter[str] = Counter()
         #: (kind, outcome) -> count, and (kind, status or error type) -> count.
@@ -194,7 +197,7 @@ class Recorder:
         method: str,
         url: str,
         body: Any = None,
-        headers: dict[bytes, list[bytes]] | None = None,
+        headers: RequestHeaders | None = None,
     ) -> Answer:
         """One HTTP call with a timeout over the whole exchange."""
         data = None if body is None else json.dumps(body).encode()
@@ -264,11 +267,13 @@ class Recorder:
         n = next(self._values)
         value = f"c{client}.{n}"
         body: dict[str, Any] = {"value": value}
+        args: tuple[int | str, ...]
         kind, args = PUT, (value,)
         if expected is not None:
             body["prev_revision"] = expected
             kind, args = CAS, (expected, value)
-        headers = {**JSON_HEADERS, b"Idempotency-Key": [f"torture-{self._seed}-{n}".encode()]}
+        headers: RequestHeaders = {
+            **JSON_HEADERS, b"Idempotency-Key": [f"torture-{self._seed}-{n}".encode()]}
         invoke = self.now()
         answer = await self._exchange("PUT", f"{url}/api/v1/keys/{key}", body, headers)
         self._answered(kind, answer)
@@ -330,6 +335,7 @@ class Recorder:
         answer = await self._exchange("GET", f"{url}/api/v1/keys/{key}")
         self._answered(GET, answer)
         complete = self.now()
+        output: tuple[str | None, int] | None
         outcome, output = FAIL, None
         body = answer.body
         if answer.error is None and answer.status == 200 and isinstance(body, dict):

@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import (
@@ -225,7 +226,7 @@ def make_run_dir(workdir: str | None, seed: int) -> str:
     raise RuntimeError(f"cannot create a run directory in {base}")
 
 
-async def _sleep(reactor: Any, seconds: float) -> None:
+async def _sleep(reactor: IReactorTime, seconds: float) -> None:
     await deferLater(reactor, max(0.0, seconds))
 
 
@@ -548,9 +549,9 @@ class _Run:
         summary = (f"after {len(times)} heals, probe writes acknowledged within "
                    f"{max(times):.2f}s at most" if times else "no fault was healed")
         if last_heal is not None:
-            after = [op for op in history if op.kind in (PUT, CAS) and op.outcome == OK
+            after = [op.complete for op in history if op.kind in (PUT, CAS) and op.outcome == OK
                      and op.invoke >= last_heal and op.complete is not None]
-            first = min((op.complete for op in after), default=None)
+            first = min(after, default=None)
             if first is None or first - last_heal > bound:
                 problems.append(f"no client write invoked after the last heal "
                                 f"(t={last_heal:.2f}s) was acknowledged within {bound:g}s")
@@ -647,7 +648,7 @@ async def run_torture(reactor: Any, config: TortureConfig) -> Report:
         log_file.close()
 
 
-def _save_trace(history: Sequence[Operation], trace: Sequence[dict[str, str]],
+def _save_trace(history: Sequence[Operation], trace: Sequence[dict[str, str | int]],
                 path: str) -> None:
     """Each op of the history with the node that served it and its raw answer."""
     with open(path, "w", encoding="utf-8") as f:
