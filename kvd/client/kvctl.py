@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -305,7 +306,7 @@ async def _auth(client: KvdClient, args: argparse.Namespace) -> int:
 
 async def _status(client: KvdClient, args: argparse.Namespace) -> int:
     rows = []
-    answers = []
+    answers: list[dict[str, Any]] = []
     for endpoint in client.endpoints:
         try:
             status = await client.status(endpoint)
@@ -318,11 +319,22 @@ async def _status(client: KvdClient, args: argparse.Namespace) -> int:
         rows.append((endpoint, status["node_id"], status["role"], str(status["epoch"]),
                      str(status["commit_index"]), str(status["applied_index"]), leader, ""))
     header = ("ENDPOINT", "ID", "ROLE", "EPOCH", "COMMIT", "APPLIED", "LEADER", "ERROR")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                      for r in [header, *rows])
+    table = _table(header, rows)
+    members: list[dict[str, Any]] = next(
+        (a["members"] for a in answers if isinstance(a.get("members"), list)), [])
+    if members:
+        # Every member as the first endpoint that answered sees it: voters and learners.
+        table += "\n\n" + _table(("MEMBER", "ROLE", "LAST INDEX", "LAG", "URL"), [
+            (m["node_id"], m["role"], str(m.get("last_index", "-")), str(m.get("lag", "-")),
+             str(m.get("url"))) for m in members])
     _print(args, answers, table)
     return 0 if any("error" not in a for a in answers) else EXIT_UNAVAILABLE
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [header, *rows])
 
 
 def main(argv: list[str] | None = None) -> None:

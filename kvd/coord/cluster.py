@@ -34,6 +34,9 @@ from kvd.replication.sync import HigherEpoch, LostCommits, SyncFailed, synchroni
 QUORUM_GRACE_SECONDS = 3.0
 MARKER_TIMEOUT = 5.0
 RETRY_ELECTION_SECONDS = 0.5
+#: How often a node publishes its last logged index in its ``members/`` znode and
+#: reads the others' (a ZooKeeper write per entry would cost one per batch).
+PROGRESS_SECONDS = 1.0
 
 
 def _dumps(obj: Any) -> bytes:
@@ -78,6 +81,9 @@ class ClusterCoordinator:
         self._busy = False
         self._again = False
         self._liveness: LoopingCall | None = None
+        self._progress: LoopingCall | None = None
+        #: The last index our members/ znode says we hold.
+        self._published_index = -1
         self._watching = False
         node.cluster_members = self.describe_members
         node.on_newer_epoch.append(self._newer_epoch)
@@ -90,9 +96,15 @@ class ClusterCoordinator:
         self.zk.add_state_listener(self._state_changed)
         if self.zk.connected:
             self._state_changed(CONNECTED)
+        self._progress = LoopingCall(lambda: ensureDeferred(self._exchange_progress()))
+        self._progress.clock = self.reactor
+        self._progress.start(PROGRESS_SECONDS, now=False).addErrback(
+            lambda f: self.log.failure("Progress publishing stopped", f))
 
     def stop(self) -> None:
         self._generation += 1
+        if self._progress is not None and self._progress.running:
+            self._progress.stop()
         self.zk.remove_state_listener(self._state_changed)
         self._stop_leading("the node is stopping")
 
@@ -299,12 +311,33 @@ class ClusterCoordinator:
             self.node.saw_epoch(epoch)  # a leader of an older epoch stops first (rule 1)
             await self.node.rlog.promise(epoch)
 
-    async def _register_member(self) -> None:
-        path = self.path("members", self.node.node_id)
-        data = _dumps({"node_id": self.node.node_id, "url": self.node.settings.url,
+    def _member_data(self) -> bytes:
+        self._published_index = self.node.rlog.last_index
+        return _dumps({"node_id": self.node.node_id, "url": self.node.settings.url,
                        "peer_url": self.node.peer_url,
                        "incarnation": self.node.identity.incarnation,
-                       "voter": self.node.is_voter()})
+                       "voter": self.node.is_voter(),
+                       "last_index": self._published_index})
+
+    async def _exchange_progress(self) -> None:
+        """Publish our last logged index if it moved, and read everyone's, so that
+        any node can say how far each member is (DESIGN section 4)."""
+        if not self.zk.connected or not self._watching:
+            return
+        try:
+            if self.node.rlog.last_index != self._published_index:
+                await self.zk.set(self.path("members", self.node.node_id), self._member_data())
+            for node_id in list(self.members):
+                data, _ = await self.zk.get(self.path("members", node_id))
+                if node_id in self.members:
+                    self.members[node_id] = json.loads(data)
+        except Exception as e:
+            # The znode may be gone (a new session re-registers it), or ZooKeeper away.
+            self.log.debug("Progress not exchanged: {error}", error=e)
+
+    async def _register_member(self) -> None:
+        path = self.path("members", self.node.node_id)
+        data = self._member_data()
         try:
             await self.zk.create(path, data, ephemeral=True)
         except NodeExistsError:
@@ -535,6 +568,9 @@ class ClusterCoordinator:
         leader = self.node.leader
         voters = self.node.voters()
         leader_id = (self.node.leader_info or {}).get("node_id")
+        # The leader knows its own log; elsewhere, what its znode last said.
+        leader_last = self.node.rlog.last_index if leader is not None else _int_or_none(
+            self.members.get(leader_id or "", {}).get("last_index"))
         out = []
         for node_id, member in sorted(self.members.items()):
             stream = self.streams.get(node_id)
@@ -542,14 +578,19 @@ class ClusterCoordinator:
                     else "follower" if voters.get(node_id) == member.get("incarnation")
                     else "learner")
             if node_id == self.node.node_id:
-                last_index = self.node.rlog.last_index
+                last_index: int | None = self.node.rlog.last_index
             elif stream is not None:
                 last_index = stream.match_index
             else:
-                last_index = None
-            lag = None if last_index is None or leader is None else \
-                max(0, self.node.rlog.last_index - last_index)
+                last_index = _int_or_none(member.get("last_index"))
+            lag = None if last_index is None or leader_last is None else \
+                max(0, leader_last - last_index)
             out.append({"node_id": node_id, "url": member.get("url"),
                         "peer_url": _peer_url(member), "role": role,
                         "last_index": last_index, "lag": lag})
         return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    """An index read from a znode another node wrote: an int, or nothing."""
+    return value if type(value) is int and value >= 0 else None

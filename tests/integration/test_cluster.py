@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kazoo.client import KazooClient
 
 from kvd.testing.cluster import Cluster
 from kvd.testing.process import KvdProcess, request, wait_for
@@ -302,3 +304,29 @@ def test_a_voter_wiped_and_restarted_under_its_old_id_does_not_count(cluster: Cl
     assert_everywhere(cluster, acknowledged)
     members = {m["node_id"]: m["role"] for m in cluster.status(leader)["members"]}
     assert members[y_id] == "learner"
+
+
+# Fails if: a node does not publish its last index in its members/ znode (followers
+# then show null for every other member).
+def test_every_node_shows_every_members_last_index_and_lag(cluster: Cluster) -> None:
+    leader = cluster.wait_leader()
+    for i in range(20):
+        assert cluster.put(leader, f"progress{i}", "v").status == 200
+    last = cluster.status(leader)["commit_index"]
+    for node in cluster.running():
+        def caught_up(node: KvdProcess = node) -> bool:
+            members = cluster.status(node)["members"]
+            return len(members) == 3 and all(
+                m["last_index"] is not None and m["last_index"] >= last and m["lag"] == 0
+                for m in members)
+
+        wait_for(caught_up, 10, f"{node.url} sees every member caught up")
+    client = KazooClient(hosts=cluster.zookeeper.hosts)
+    client.start(10)
+    try:
+        for child in client.get_children(f"/kvd/{cluster.name}/members"):
+            data, _ = client.get(f"/kvd/{cluster.name}/members/{child}")
+            assert json.loads(data)["last_index"] >= last
+    finally:
+        client.stop()
+        client.close()
