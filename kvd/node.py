@@ -117,6 +117,8 @@ class Node:
         self.on_fatal: Callable[[str], None] | None = None
         #: The cluster's members as the coordinator sees them, for status.
         self.cluster_members: Callable[[], list[dict[str, Any]]] | None = None
+        #: Hands leadership to a voter (the coordinator's), or None without ZooKeeper.
+        self.transfer_leadership: Callable[[str | None], Deferred[str]] | None = None
         self.expiry = ExpiryScheduler(lambda: self.store, self.submit, self.clock)
         self.on_applied.append(self.expiry.applied)
         self.observe_round: Callable[[int, float], None] | None = None

@@ -94,6 +94,12 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("--prefix", required=True)
     verbs.add_parser("list", help="roles and their grants")
 
+    lead = commands.add_parser("leader", help="leadership")
+    verbs = lead.add_subparsers(dest="verb", required=True)
+    move = verbs.add_parser("transfer", help="hand leadership to ID (default: the most "
+                            "caught-up voter)")
+    move.add_argument("id", nargs="?")
+
     snap = commands.add_parser("snapshot", help="backups: save, inspect, restore")
     verbs = snap.add_subparsers(dest="verb", required=True)
     save = verbs.add_parser("save", help="write a consistent backup of the store to FILE")
@@ -179,6 +185,10 @@ async def _command(reactor: Any, client: KvdClient, args: argparse.Namespace) ->
         return await _status(client, args)
     elif args.command in ("user", "role", "auth"):
         return await _auth(client, args)
+    elif args.command == "leader":
+        answer = await client.request("POST", "/api/v1/leader/transfer",
+                                      {} if args.id is None else {"target": args.id})
+        _print(args, answer, f"Leadership handed to {answer['target']}")
     elif args.command == "snapshot" and args.verb == "save":
         return await _save_snapshot(client, args)
     return 0

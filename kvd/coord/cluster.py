@@ -18,12 +18,13 @@ from typing import Any
 from kazoo.exceptions import ConnectionLoss, NodeExistsError, NoNodeError
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kvd.config import NodeConfig
 from kvd.coord.bridge import CONNECTED, LOST, SUSPENDED, TransactionFailed, ZooKeeperService
+from kvd.errors import BadRequest, NotReady
 from kvd.node import Node, Role, Superseded
 from kvd.replication.peer import PeerClient
 from kvd.replication.peerauth import PeerAuth, generate_secret
@@ -37,6 +38,8 @@ RETRY_ELECTION_SECONDS = 0.5
 #: How often a node publishes its last logged index in its ``members/`` znode and
 #: reads the others' (a ZooKeeper write per entry would cost one per batch).
 PROGRESS_SECONDS = 1.0
+#: How long a leader waits for the hand-over target to hold its whole log.
+TRANSFER_TIMEOUT = 5.0
 
 
 def _dumps(obj: Any) -> bytes:
@@ -86,6 +89,7 @@ class ClusterCoordinator:
         self._published_index = -1
         self._watching = False
         node.cluster_members = self.describe_members
+        node.transfer_leadership = lambda target: ensureDeferred(self.transfer(target))
         node.on_newer_epoch.append(self._newer_epoch)
 
     def path(self, *parts: str) -> str:
@@ -377,6 +381,10 @@ class ClusterCoordinator:
             return
         position = children.index(mine)
         if position == 0:
+            if await self._handed_to_another(children):
+                self.log.info("Leadership is being handed to another node: standing back")
+                await self._resign()
+                return
             await self._lead(generation)
             return
         predecessor = self.path("election", children[position - 1])
@@ -389,6 +397,77 @@ class ClusterCoordinator:
 
         if await self.zk.watch_data(predecessor, changed) is None:
             self._later(0)
+
+    # Hand-over
+
+    async def transfer(self, target: str | None) -> str:
+        """Hand leadership to ``target`` (default: the most caught-up voter).
+
+        New writes are refused (503, certainly not applied) while the target
+        catches up; every write already taken is committed and answered first.
+        Then a ``transfer`` znode names the target for the current epoch and
+        this node resigns: a candidate that finds itself first in the election
+        queue stands back while the named target is in it, so the target leads
+        next. The hint dies with the next epoch, or with the target's election
+        znode. Liveness only: whoever leads, sync keeps every committed write.
+        """
+        node, leader = self.node, self.node.leader
+        if leader is None or node.role != Role.LEADER:
+            raise NotReady("only the leader hands leadership over")
+        voters = {i: s for i, s in self.streams.items() if s.voter}
+        if target is None:
+            if not voters:
+                raise NotReady("no voter to hand leadership to")
+            target = max(voters, key=lambda i: voters[i].match_index)
+        elif target == node.node_id:
+            return target
+        elif target not in voters:
+            raise BadRequest(f"{target} is not a voter this leader replicates to")
+        stream, rlog = voters[target], node.rlog
+        leader.paused = "leadership is being handed over; retry"
+        try:
+            deadline = self.reactor.seconds() + TRANSFER_TIMEOUT
+            while not (rlog.commit_index == rlog.last_index == node.store.applied_index
+                       and stream.match_index >= rlog.last_index and not leader.waiting):
+                if not leader.active or self.reactor.seconds() > deadline:
+                    raise NotReady(f"{target} did not catch up within {TRANSFER_TIMEOUT:g}s")
+                stream.wake(force=True)
+                await deferLater(self.reactor, 0.002, lambda: None)
+            epoch, _ = await self.zk.get(self.path("epoch"))
+            hint = _dumps({"target": target, "epoch": int(epoch or b"0")})
+            try:
+                await self.zk.create(self.path("transfer"), hint)
+            except NodeExistsError:
+                await self.zk.set(self.path("transfer"), hint)
+        except BaseException:
+            leader.paused = None
+            raise
+        self.log.info("Handing leadership to {target} at index {index}", target=target,
+                      index=rlog.last_index)
+        await self._resign()
+        return target
+
+    async def _handed_to_another(self, children: list[str]) -> bool:
+        """Does a live ``transfer`` hint name another node that stands in the queue?"""
+        try:
+            data, _ = await self.zk.get(self.path("transfer"))
+            hint = json.loads(data)
+            epoch, _ = await self.zk.get(self.path("epoch"))
+        except (NoNodeError, ValueError):
+            return False
+        if not isinstance(hint, dict):
+            return False
+        target = hint.get("target")
+        if target == self.node.node_id or hint.get("epoch") != int(epoch or b"0"):
+            return False
+        for child in children:
+            try:
+                data, _ = await self.zk.get(self.path("election", child))
+            except NoNodeError:
+                continue
+            if json.loads(data).get("node_id") == target:
+                return True
+        return False
 
     async def _take_epoch(self, at_least: int) -> int:
         """Epoch + 1, in one transaction that checks our election znode (rule 7).

@@ -125,6 +125,8 @@ class Leader:
         self.waiting: dict[int, list[Proposal]] = {}
         self.marker_index = 0
         self.active = True
+        #: Why new writes are refused for now (a hand-over in progress), or None.
+        self.paused: str | None = None
         replicated_log.on_durable.append(self._local_durable)
 
     def identity_message(self) -> dict[str, Any]:
@@ -168,6 +170,9 @@ class Leader:
         if not isinstance(commands, list) or not all(isinstance(c, dict) for c in commands):
             # Entry points validate commands; this keeps a bad one out of any batch.
             return fail(RefusedBatch("commands must be a list of maps"))
+        if self.paused is not None:
+            # Certainly not applied: the client retries, and reaches the next leader.
+            return fail(RefusedBatch(self.paused))
         proposal = Proposal(commands, self.clock.seconds() + self.write_timeout)
         self._queue.append(proposal)
         if not self._flush_scheduled:

@@ -255,6 +255,12 @@ def spec() -> dict[str, Any]:
                                       "content": {"application/x-ndjson": {}}},
                               **_errors(400, 410, 503)}}},
             **_AUTH_PATHS,
+            "/api/v1/leader/transfer": {"post": {
+                "summary": "Hand leadership to a voter (the most caught-up by default)",
+                "requestBody": {"required": False, "content": {_JSON: {"schema": {
+                    "type": "object", "properties": {"target": {"type": "string"}}}}}},
+                "responses": {"200": _json({"type": "object", "required": ["target"]},
+                                           "handed over"), **_errors(400, 503)}}},
             "/api/v1/snapshot": {"get": {
                 "summary": "A consistent backup of the store (a snapshot file)",
                 "parameters": _READ_PARAMS,

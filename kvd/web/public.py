@@ -569,6 +569,28 @@ class ClientAPI:
             raise errors.TooLarge(f"prefix longer than {self.limits.max_key_bytes} bytes")
         return encoded
 
+    # Leadership
+
+    @app.route("/api/v1/leader/transfer", methods=["POST"])
+    async def leader_transfer(self, request: IRequest) -> bytes:
+        """Hand leadership over (``{"target": id}``, or the most caught-up voter);
+        answers once this node has resigned for it. Root only with auth on."""
+        self._admin(request)
+        body = self._body(request, required=False)
+        if body is not None and not isinstance(body, dict):
+            raise errors.BadRequest('body must be an object {"target": node id}')
+        target = None if body is None else body.get("target")
+        if target is not None and not isinstance(target, str):
+            raise errors.BadRequest("'target' must be a node id")
+        node = self.node()
+        if node.transfer_leadership is None:
+            raise errors.BadRequest("a standalone node has no one to hand leadership to")
+        if node.leader is None:
+            leader = (node.leader_info or {}).get("url")
+            raise errors.NotReady(f"this node does not lead; ask the leader at {leader}")
+        handed_to = await node.transfer_leadership(target)
+        return self._respond(request, 200, {"target": handed_to})
+
     # Backups
 
     @app.route("/api/v1/snapshot", methods=["GET"])

@@ -330,3 +330,44 @@ def test_every_node_shows_every_members_last_index_and_lag(cluster: Cluster) -> 
     finally:
         client.stop()
         client.close()
+
+
+def _election_order(cluster: Cluster) -> list[str]:
+    """Node ids in the order of their election znodes (the next leader first)."""
+    client = KazooClient(hosts=cluster.zookeeper.hosts)
+    client.start(10)
+    try:
+        path = f"/kvd/{cluster.name}/election"
+        children = sorted(client.get_children(path), key=lambda c: c.rsplit("-n_", 1)[1])
+        return [json.loads(client.get(f"{path}/{c}")[0])["node_id"] for c in children]
+    finally:
+        client.stop()
+        client.close()
+
+
+# Fails if: a candidate first in the election queue ignores the transfer hint (the
+# node behind the leader in the queue, not the target, would lead).
+def test_leader_transfer_hands_over_to_the_target_and_loses_no_write(
+        cluster: Cluster) -> None:
+    leader = cluster.wait_leader()
+    ids = {cluster.status(n)["node_id"]: n for n in cluster.running()}
+    order = wait_for(lambda: (o := _election_order(cluster)) and len(o) == 3 and o, 10,
+                     "three nodes in the election queue")
+    target = order[-1]  # last in the queue: without the hint it would not lead next
+    writer = Writer(cluster, [n for n in cluster.running() if n is not ids[target]], "moving")
+    writer.start()
+    try:
+        wait_for(lambda: len(writer.acknowledged) >= 5, 10, "writes flowing")
+        answer = leader.call("POST", "/api/v1/leader/transfer", {"target": target})
+        assert answer.status == 200 and answer.body == {"target": target}, answer
+        new_leader = cluster.wait_leader(not_this=leader)
+        assert cluster.status(new_leader)["node_id"] == target
+        done = len(writer.acknowledged)
+        wait_for(lambda: len(writer.acknowledged) > done or writer.outcomes.get(200, 0) > 50,
+                 10, "writes after the hand-over")
+    finally:
+        writer.finish()
+    assert writer.outcomes.get(504, 0) == 0, writer.outcomes  # nothing left unanswered
+    assert_everywhere(cluster, writer.acknowledged)
+    follower = next(n for n in cluster.running() if n is not new_leader)
+    assert follower.call("POST", "/api/v1/leader/transfer").status == 503

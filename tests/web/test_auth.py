@@ -141,8 +141,7 @@ def status(client: AuthClient, method: str, url: str, body: Any, token: str | No
     return client.json(method, url, body, token)[0]
 
 
-# Fails if: a scan is checked against its first page instead of its whole range, or
-# a txn's compares are not checked for read access.
+# Fails if: a scan is checked against its first page instead of its whole range.
 @pytest.mark.parametrize("method,url,body,expected", TABLE,
                          ids=[f"{m} {u}" for m, u, _, _ in TABLE])
 def test_permission_table(tmp_path: Any, method: str, url: str, body: Any,
@@ -157,12 +156,18 @@ def test_permission_table(tmp_path: Any, method: str, url: str, body: Any,
     assert (got[None], got["root"], got["ann"], got["bob"]) == expected
 
 
-def test_a_refused_write_changes_nothing(secured: AuthClient) -> None:
+# Fails if: a txn's compares are not checked before it is proposed (the store's
+# check at apply time still refuses it, but only after it took a log entry).
+def test_a_refused_write_changes_nothing_and_is_never_proposed(secured: AuthClient) -> None:
     before = secured.state()
-    bob = secured.login("bob", "bobpw")
+    assert secured.node is not None
+    logged = secured.node.rlog.last_index
+    bob, ann = secured.login("bob", "bobpw"), secured.login("ann", "annpw")
     assert secured.json("PUT", "/api/v1/keys/app/a", {"value": "x"}, bob)[0] == 403
     assert secured.json("POST", "/api/v1/txn", TXN_APP, "junk")[0] == 401
+    assert secured.json("POST", "/api/v1/txn", TXN_COMPARES_OTHER, ann)[0] == 403
     assert secured.state() == before
+    assert secured.node.rlog.last_index == logged
 
 
 def test_a_401_says_how_to_authenticate(secured: AuthClient) -> None:
