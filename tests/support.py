@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from twisted.internet.task import Clock
-from twisted.python.failure import Failure
-
 from kvd.node import Node, NodeSettings
 from kvd.service import open_node, recover_store
+from kvd.testing.inline import InlinePool, InlineReactor
 from kvd.wal.layout import DataDir
 
-
-class InlinePool:
-    """A thread pool that runs each job at once on the calling thread."""
-
-    def callInThreadWithCallback(
-        self, onResult: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
-    ) -> None:
-        try:
-            result = f(*a, **kw)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-
-class InlineReactor(Clock):
-    """A ``Clock`` whose ``callFromThread`` runs at once: threads are inline here."""
-
-    def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
-        f(*a, **kw)
+__all__ = ["InlinePool", "InlineReactor", "open_inline_node"]
 
 
 def open_inline_node(

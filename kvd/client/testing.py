@@ -17,36 +17,14 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 
 from kvd.client.client import KvdClient
 from kvd.node import Node, NodeSettings
 from kvd.service import open_node, recover_store
+from kvd.testing.inline import InlinePool, InlineReactor
 from kvd.wal.layout import DataDir
 from kvd.web.public import ClientAPI
-
-
-class _InlinePool:
-    """A thread pool that runs each job at once on the calling thread."""
-
-    def callInThreadWithCallback(
-        self, onResult: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
-    ) -> None:
-        try:
-            result = f(*a, **kw)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-
-class _InlineReactor(Clock):
-    """A ``Clock`` whose ``callFromThread`` runs at once: the WAL's thread is inline."""
-
-    def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
-        f(*a, **kw)
 
 
 def _inline(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -72,12 +50,12 @@ class StubKvd:
     """A standalone kvd node served in memory at ``url``."""
 
     def __init__(self, path: str, url: str = "http://kvd.invalid:8081") -> None:
-        self.reactor = _InlineReactor()
+        self.reactor = InlineReactor()
         self.url = url
         data_dir = DataDir(str(path))
         self.node: Node
         self.node, self._writer = open_node(self.reactor, data_dir, recover_store(data_dir, None),
-                                 NodeSettings(url=url), fsync=False, pool=_InlinePool())
+                                 NodeSettings(url=url), fsync=False, pool=InlinePool())
         started = self.node.become_standalone()
         self.reactor.advance(0)
         assert started.called, "a standalone node serves once its marker is durable"
