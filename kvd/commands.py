@@ -93,6 +93,8 @@ def problem(command: Any) -> str | None:
         return "'rid' must be a string"
     if command.get("user") is not None and not isinstance(command["user"], str):
         return "'user' must be a string"
+    if "stamp" in command and not (command["stamp"] is None or _is_int(command["stamp"])):
+        return "'stamp' must be an integer"
     if op == "noop":
         return None
     if op == "config":
@@ -113,8 +115,9 @@ def problem(command: Any) -> str | None:
                 found = "'v' must be bytes"
             else:
                 found = _optional_int(command, "ttl", 1)
-        if found is None and "expire" in command and not isinstance(command["expire"], bool):
-            found = "'expire' must be a boolean"
+        if found is None and "expire" in command and (
+                not isinstance(command["expire"], bool) or op != "del"):
+            found = "'expire' must be a boolean, on a delete only"
         return found
     if op == "txn":
         for name in ("compare", "success", "failure"):

@@ -45,8 +45,9 @@ Result = dict[str, Any]
 
 
 def valid_name(value: Any) -> bool:
-    """A user or role name: 1 to 128 printable characters."""
-    return (isinstance(value, str) and 0 < len(value) <= MAX_NAME and value.isprintable())
+    """A user or role name: 1 to 128 printable characters, no '/' (it names a path)."""
+    return (isinstance(value, str) and 0 < len(value) <= MAX_NAME and value.isprintable()
+            and "/" not in value)
 
 
 def command_problem(command: dict[str, Any]) -> str | None:
@@ -93,6 +94,8 @@ class AuthState:
         self.users: dict[str, dict[str, Any]] = {}
         #: role -> {prefix: permission}
         self.roles: dict[str, dict[bytes, str]] = {}
+        self._cache: dict[tuple[str, str], list[tuple[bytes, bytes | None]] | None] = {}
+        self._cache_revision = -1
 
     # Reading
 
@@ -119,15 +122,11 @@ class AuthState:
         ``end`` None means to the end of the key space. The grants of all the
         user's roles are merged, so adjacent prefixes together cover a range.
         """
-        if self.is_root(name):
+        spans = self._spans(name, access)
+        if spans is None:
             return True
-        spans: list[tuple[bytes, bytes | None]] = []
-        for role in self.roles_of(name):
-            for prefix, permission in self.roles.get(role, {}).items():
-                if access in PERMISSIONS[permission]:
-                    spans.append((prefix, prefix_end(prefix)))
         covered_to: bytes | None = start
-        for low, high in sorted(spans, key=lambda span: span[0]):
+        for low, high in spans:
             if covered_to is None:
                 break
             if low > covered_to:
@@ -137,6 +136,23 @@ class AuthState:
         if covered_to is None:
             return True
         return end is not None and end <= covered_to
+
+    def _spans(self, name: str, access: str) -> list[tuple[bytes, bytes | None]] | None:
+        """The user's grant ranges for ``access``, sorted (None: root). Cached until
+        the next change, so a request over many keys does not rebuild them per key."""
+        if self._cache_revision != self.revision:
+            self._cache.clear()
+            self._cache_revision = self.revision
+        if (name, access) in self._cache:
+            return self._cache[(name, access)]
+        spans: list[tuple[bytes, bytes | None]] | None = None
+        if not self.is_root(name):
+            spans = sorted(
+                ((prefix, prefix_end(prefix)) for role in self.roles_of(name)
+                 for prefix, permission in self.roles.get(role, {}).items()
+                 if access in PERMISSIONS[permission]), key=lambda span: span[0])
+        self._cache[(name, access)] = spans
+        return spans
 
     def permits_key(self, name: str, access: str, key: bytes) -> bool:
         return self.permits(name, access, key, key + b"\x00")
@@ -150,11 +166,16 @@ class AuthState:
         applied a revoke or the enabling itself.
         """
         op = command.get("op")
-        if not self.enabled or op in ("noop", "config") or command.get("expire") is True:
+        if not self.enabled or op in ("noop", "config"):
             return True
         user = command.get("user")
+        if user is None and op == "del" and command.get("expire") is True \
+                and "prev" in command:
+            return True  # the leader's own TTL expiry: delete only if unchanged
         if not isinstance(user, str):
             return False
+        if "stamp" in command and command["stamp"] != self.stamp(user):
+            return False  # a token voided by a new password (or a re-created user)
         if op == "auth":
             return self.is_root(user)
         if op in ("put", "del"):

@@ -37,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cacert", help="CA certificate (PEM) to trust for https:// endpoints")
     p.add_argument("--cert", dest="tls_cert", help="client certificate (PEM) to show")
     p.add_argument("--key", dest="tls_key", help="the client certificate's key (PEM)")
-    p.add_argument("--user", help="NAME:PASSWORD to log in with (clusters with auth on)")
+    p.add_argument("--user", default=os.environ.get("KVCTL_USER"),
+                   help="NAME:PASSWORD to log in with, when auth is on (env KVCTL_USER, "
+                   "which stays out of ps and shell history)")
     commands = p.add_subparsers(dest="command", required=True)
 
     put = commands.add_parser("put", help="write a key")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 from klein import Klein
 from klein.interfaces import IKleinRequest
 from prometheus_client import CONTENT_TYPE_LATEST
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
@@ -48,6 +49,9 @@ JSON_TYPE = b"application/json"
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 DEFAULT_SCAN_LIMIT = 1000
 MAX_SCAN_LIMIT = 10_000
+#: Password hashes run at once, and how many may wait (then 429).
+HASHING_THREADS = 2
+MAX_WAITING_HASHES = 32
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,13 @@ class ClientAPI:
         self._node = node
         self.limits = limits
         self.metrics = metrics
-        self.access = access or ClientAccess(TokenSigner(lambda: b"an unconfigured node"))
+        if access is None:
+            key = secrets.token_bytes(32)  # tokens good for this object only
+            access = ClientAccess(TokenSigner(lambda: key))
+        self.access = access
         self.login_limiter = login_limiter or LoginLimiter(lambda: self.node().clock.seconds())
         self._defer_to_thread = defer_to_thread
+        self._hashing = DeferredSemaphore(HASHING_THREADS)
         #: The watches streaming now (bounded by ``limits.max_watches``).
         self.watches: set[Watch] = set()
 
@@ -211,8 +219,14 @@ class ClientAPI:
                user: str | None) -> Deferred[Result]:
         """Propose ``command`` on behalf of ``user`` (checked again when it applies)."""
         node = self.node()
+        rid = command.get("rid")
+        if isinstance(rid, str) and rid.startswith("c:"):
+            command["rid"] = client_request_id(rid[2:], command, user)
         if user is not None:
             command["user"] = user
+            # The password generation the token was checked against: a token voided
+            # by a new password is refused where the write applies, too.
+            command["stamp"] = self._auth().stamp(user)
         return node.submit([command]).addCallback(_refused_at_apply)
 
     async def _barrier(self, request: IRequest) -> Node:
@@ -247,8 +261,8 @@ class ClientAPI:
     def metrics_page(self, request: IRequest) -> bytes:
         if self.metrics is None:
             raise errors.NotFound("metrics are not enabled")
-        if self.access.metrics_auth and self._node() is not None:
-            self._caller(request)
+        if self.access.metrics_auth:
+            self._caller(request)  # 503 while recovering: the auth state is not known yet
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
         return self.metrics.render()
 
@@ -454,9 +468,11 @@ class ClientAPI:
                                  retry_after=int(wait) + 1)
         stored = auth.password_hash(name)
         stamp = auth.stamp(name)
-        matches = await self._defer_to_thread(_login_matches, stored, password)
+        # Counted before the hash, so that concurrent guesses count too; a success
+        # clears it.
+        self.login_limiter.failed(name, source)
+        matches = await self._hash(_login_matches, stored, password)
         if not matches or self._auth().stamp(name) != stamp:
-            self.login_limiter.failed(name, source)
             raise errors.Unauthorized("wrong name or password")
         self.login_limiter.succeeded(name, source)
         try:
@@ -464,6 +480,13 @@ class ClientAPI:
         except NoKey:
             raise errors.NotReady("the cluster secret is not known yet") from None
         return self._respond(request, 200, {"token": token})
+
+    async def _hash(self, f: Callable[..., Any], *args: Any) -> Any:
+        """Run a password hash in a thread, a few at a time; 429 when too many wait
+        (each costs ~50 ms and 16 MiB, and the thread pool also writes snapshots)."""
+        if len(self._hashing.waiting) >= MAX_WAITING_HASHES:
+            raise errors.TooMany("too many logins at once; try again", retry_after=1)
+        return await self._hashing.run(self._defer_to_thread, f, *args)
 
     async def _auth_change(self, request: IRequest, action: str, **fields: Any) -> bytes:
         """Propose one auth command (root only once auth is on) and render its result."""
@@ -519,7 +542,7 @@ class ClientAPI:
         body = self._body(request)
         if not isinstance(body, dict):
             raise errors.BadRequest('body must be an object {"password": ...}')
-        hashed = await self._defer_to_thread(hash_password, _password(body.get("password")))
+        hashed = await self._hash(hash_password, _password(body.get("password")))
         return await self._auth_change(request, action, name=name, hash=hashed)
 
     @app.route("/api/v1/auth/users/<name>", methods=["DELETE"])
@@ -604,6 +627,7 @@ class ClientAPI:
         """
         self._admin(request)
         node = await self._barrier(request)
+        self._admin(request)  # again after the barrier: a revoke committed before counts
         state = node.store.snapshot_state()
         epoch = node.rlog.epoch_at(state["applied_index"]) or 0
         data, digest = await self._defer_to_thread(backup.encode_with_checksum, epoch, state)
@@ -677,6 +701,14 @@ class Watch:
             self.node.on_store_replaced.remove(self._store_replaced)
 
 
+def client_request_id(key: str, command: dict[str, Any], user: str | None) -> str:
+    """The store's request id for a client's Idempotency-Key: per user and kind of
+    request, so that nobody gets another's remembered result, nor a put's for a txn."""
+    kind = str(command.get("op")) + (f".{command['action']}" if command.get("op") == "auth"
+                                     else "")
+    return f"c:{kind}:{user or ''}:{key}"
+
+
 @functools.cache
 def _decoy_hash() -> bytes:
     return hash_password("a password no user has")
@@ -698,6 +730,7 @@ def _password(value: Any) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_PASSWORD:
         raise errors.BadRequest(f"'password' must be a string of 1 to {MAX_PASSWORD} "
                                 "characters")
+    _utf8(value, "password")
     return value
 
 

@@ -165,3 +165,30 @@ def test_the_store_checks_the_user_again_when_a_command_applies() -> None:
     assert "s" not in store.auth.roles
     store.apply(3, [auth("role_revoke", role="r", prefix=b"a/", user=ROOT)])
     assert store.apply(4, [{**put, "user": "ann"}])[0]["error"] == "permission_denied"
+
+
+# Fails if: AuthState.allows ignores the command's stamp (a token voided by a new
+# password still writes through a node that had not applied the change).
+def test_a_write_stamped_with_an_old_password_generation_is_refused() -> None:
+    store = Store()
+    store.apply(1, [auth("user_add", name=ROOT, hash=b"h"), auth("enable")])
+    old = store.auth.stamp(ROOT)
+    store.apply(2, [auth("user_passwd", name=ROOT, hash=b"i", user=ROOT, stamp=old)])
+    put = {"op": "put", "k": b"a", "v": b"v", "user": ROOT}
+    assert store.apply(3, [{**put, "stamp": old}])[0]["error"] == "permission_denied"
+    assert store.apply(4, [{**put, "stamp": store.auth.stamp(ROOT)}])[0]["ok"]
+
+
+# Fails if: the expiry exemption in AuthState.allows takes any command marked expire.
+def test_only_the_leaders_expiry_delete_skips_the_user_check() -> None:
+    store = Store()
+    store.apply(1, [auth("user_add", name=ROOT, hash=b"h"), auth("user_add", name="ann",
+                                                                  hash=b"h"), auth("enable")])
+    results = store.apply(2, [
+        {"op": "put", "k": b"a", "v": b"v", "expire": True, "user": "ann"},
+        {"op": "del", "k": b"a", "expire": True, "user": "ann"},
+        {"op": "del", "k": b"a", "expire": True},
+        auth("user_grant", name="ann", role=ROOT, expire=True)])
+    assert [r.get("error") for r in results] == [
+        "invalid_command", "permission_denied", "permission_denied", "permission_denied"]
+    assert not store.auth.is_root("ann")

@@ -12,6 +12,7 @@ from twisted.web.resource import Resource
 from kvd.client import BlockingClient, KvdClient, KvdError, OutcomeUnknown, Unavailable
 from kvd.client.testing import StubKvd
 from kvd.store import put_command
+from kvd.web.public import client_request_id
 
 
 @pytest.fixture
@@ -93,7 +94,8 @@ def test_a_lost_answer_is_retried_elsewhere_under_the_same_key_and_applies_once(
     def applied_then_lost(key: bytes | None) -> None:
         # The write reached the leader and committed; only its answer went missing.
         assert key is not None
-        kvd.node.submit([put_command(b"k", b"v", "c:" + key.decode())])
+        kvd.node.submit([put_command(b"k", b"v", client_request_id(
+            key.decode(), {"op": "put"}, None))])
 
     lost = Canned(504, "outcome_unknown", on_request=applied_then_lost)
     kvd.answer_with("http://leader.invalid:1", lost)

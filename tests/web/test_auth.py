@@ -257,3 +257,31 @@ def test_bad_auth_input_is_a_400(tmp_path: Any, method: str, url: str, body: Any
     client = AuthClient(str(tmp_path))
     assert client.json(method, url, body)[0] == 400
     assert client.node is not None and client.node.store.auth.revision == 0
+
+
+# Fails if: the store's request id for an Idempotency-Key leaves the user out (one user
+# gets another's remembered result, or a put's answer for a txn: a 500).
+def test_an_idempotency_key_is_per_user_and_per_kind_of_request(secured: AuthClient) -> None:
+    root, ann = secured.login("root", "rootpw"), secured.login("ann", "annpw")
+    secret = {"compare": [], "success": [{"op": "get", "key": "other"}], "failure": []}
+    mine = {"compare": [], "success": [{"op": "get", "key": "app/a"}], "failure": []}
+
+    def txn(body: Any, token: str, key: bytes) -> tuple[int, Any]:
+        code, answer, _ = secured.call("POST", "/api/v1/txn", json.dumps(body).encode(), {
+            b"Authorization": [b"Bearer " + token.encode()], b"Idempotency-Key": [key]})
+        return code, answer
+
+    assert txn(secret, root, b"k1")[0] == 200
+    code, answer = txn(mine, ann, b"k1")
+    assert code == 200 and answer["results"][0]["kv"]["key"] == "app/a", answer
+    code, _, _ = secured.call("PUT", "/api/v1/keys/app/x", b'{"value":"v"}', {
+        b"Authorization": [b"Bearer " + ann.encode()], b"Idempotency-Key": [b"k2"]})
+    assert code == 200
+    assert txn(mine, ann, b"k2")[0] == 200
+
+
+def test_a_password_that_is_not_utf8_is_a_400(secured: AuthClient) -> None:
+    body = b'{"name":"root","password":"\\ud800"}'
+    assert secured.call("POST", "/api/v1/auth/authenticate", body)[0] == 400
+    assert secured.call("PUT", "/api/v1/auth/users/carol", b'{"password":"\\ud800"}', {
+        b"Authorization": [b"Bearer " + secured.login("root", "rootpw").encode()]})[0] == 400
