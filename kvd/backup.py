@@ -63,10 +63,14 @@ def read(data: bytes) -> tuple[snapshot.Snapshot, Store]:
     return decoded, store
 
 
-def describe(data: bytes) -> BackupInfo:
-    _, store = read(data)
+def _info(data: bytes, store: Store) -> BackupInfo:
     return BackupInfo(store.revision, store.applied_index, len(store), len(data),
                       checksum(data))
+
+
+def describe(data: bytes) -> BackupInfo:
+    _, store = read(data)
+    return _info(data, store)
 
 
 def restore(data: bytes, directory: str) -> BackupInfo:
@@ -81,5 +85,4 @@ def restore(data: bytes, directory: str) -> BackupInfo:
     data_dir = DataDir(directory)
     data_dir.create()
     snapshot.write(data_dir, fresh)
-    return BackupInfo(store.revision, store.applied_index, len(store), len(data),
-                      checksum(data))
+    return _info(data, store)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvd.keys import prefix_end
+
 ROOT = "root"
 READ, WRITE, READWRITE = "read", "write", "readwrite"
 #: What each grantable permission allows.
@@ -68,14 +70,6 @@ def command_problem(command: dict[str, Any]) -> str | None:
         if not ok:
             return f"auth '{action}' has a bad '{field}'"
     return None
-
-
-def prefix_end(prefix: bytes) -> bytes | None:
-    """The first key after every key that starts with ``prefix`` (None: no end)."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 def _error(code: str, message: str) -> Result:

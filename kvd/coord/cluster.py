@@ -332,9 +332,9 @@ class ClusterCoordinator:
             if self.node.rlog.last_index != self._published_index:
                 await self.zk.set(self.path("members", self.node.node_id), self._member_data())
             for node_id in list(self.members):
-                data, _ = await self.zk.get(self.path("members", node_id))
-                if node_id in self.members:
-                    self.members[node_id] = json.loads(data)
+                member = await self._read_member(node_id)
+                if member is not None and node_id in self.members:
+                    self.members[node_id] = member
         except Exception as e:
             # The znode may be gone (a new session re-registers it), or ZooKeeper away.
             self.log.debug("Progress not exchanged: {error}", error=e)
@@ -355,14 +355,21 @@ class ClusterCoordinator:
             await self.zk.delete(path)
             await self.zk.create(path, data, ephemeral=True)
 
+    async def _read_member(self, node_id: str) -> dict[str, Any] | None:
+        """A member's znode, None if it is gone."""
+        try:
+            data, _ = await self.zk.get(self.path("members", node_id))
+        except NoNodeError:
+            return None
+        member: dict[str, Any] = json.loads(data)
+        return member
+
     async def _members_changed(self, children: list[str] | None) -> None:
         members: dict[str, dict[str, Any]] = {}
         for child in children or []:
-            try:
-                data, _ = await self.zk.get(self.path("members", child))
-            except NoNodeError:
-                continue
-            members[child] = json.loads(data)
+            member = await self._read_member(child)
+            if member is not None:
+                members[child] = member
         self.members = members
         self._update_streams()
 

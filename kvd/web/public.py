@@ -35,6 +35,7 @@ from kvd.auth.limiter import LoginLimiter
 from kvd.auth.passwords import MAX_PASSWORD, hash_password, password_matches
 from kvd.auth.state import PERMISSIONS, READ, WRITE, AuthState, valid_name
 from kvd.auth.tokens import NoKey, TokenSigner
+from kvd.keys import prefix_end
 from kvd.metrics import Metrics
 from kvd.node import Node
 from kvd.store import Result, delete_command, put_command, txn_command
@@ -376,7 +377,7 @@ class ClientAPI:
         user = self._caller(request)
         prefix = _utf8(_query(request, "prefix") or "", "prefix")
         start = max(prefix, _utf8(_query(request, "start") or "", "start"))
-        end = _prefix_end(prefix)
+        end = prefix_end(prefix)
         end_text = _query(request, "end")
         if end_text is not None:
             end = _utf8(end_text, "end") if end is None else min(end, _utf8(end_text, "end"))
@@ -444,7 +445,7 @@ class ClientAPI:
                 return k.startswith(wanted)
 
         self.access.permit_range(node.store.auth, user, READ, wanted,
-                                 wanted + b"\x00" if key is not None else _prefix_end(wanted))
+                                 wanted + b"\x00" if key is not None else prefix_end(wanted))
         if len(self.watches) >= self.limits.max_watches:
             raise errors.TooMany(f"this node serves at most {self.limits.max_watches} watches")
         return Watch(self, request, node, matches, start_revision).start()
@@ -793,14 +794,6 @@ def _int_query(request: IRequest, name: str) -> int | None:
         raise errors.BadRequest(f"query parameter '{name}' must be an integer from 0 to "
                                 f"{MAX_INTEGER}")
     return int(text)
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    """The first key after every key that starts with ``prefix``."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 __all__ = ["ClientAPI", "Limits", "dumps", "ensureDeferred"]
