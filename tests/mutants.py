@@ -2,7 +2,7 @@
 Mutation check of the safety tests: ``python -m tests.mutants [--only ID ...] [--jobs N]``.
 
 What: ``tests/mutants.toml`` lists documented mutations, one per "Fails if:" comment
-above a safety test (``tests/replication/test_safety.py``): a one-line change to
+above a safety test (``tests/replication/safety/``): a one-line change to
 ``kvd`` and the tests that must fail with it. For each entry this script copies
 the working tree (tracked plus untracked-but-not-ignored files, uncommitted edits
 included) into a fresh temporary directory, applies the replacement there, and

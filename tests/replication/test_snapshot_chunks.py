@@ -13,6 +13,7 @@ from kvd.node import Node
 from kvd.replication import messages, stream
 from kvd.replication.stream import FollowerStream, _within_bytes
 from kvd.wal.record import LogEntry
+from tests.replication.safety.support import lead, member, snapshot_of
 from tests.replication.support import (
     FakeLink,
     Peers,
@@ -24,7 +25,6 @@ from tests.replication.support import (
     message,
     put,
 )
-from tests.replication.test_safety import lead, member, snapshot_of
 from tests.support import InlineReactor
 
 

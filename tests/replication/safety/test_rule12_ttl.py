@@ -1,0 +1,82 @@
+"""Safety rule 12 of DESIGN.md section 5: TTL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvd.node import NodeSettings
+from kvd.service import open_node, recover_store
+from kvd.store import expire_command, put_command
+from kvd.wal.layout import DataDir
+from tests.replication.safety.support import lead, member, serve, submit
+from tests.replication.support import Answer, FakeLink, InlineReactor, answer, entry, prepare, put
+
+
+# Fails if: expire_command drops its `"prev": mod_revision` (an unconditional delete).
+def test_rule12_expiry_is_a_delete_if_unchanged_evaluated_at_its_log_position(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    """A TTL firing while a newer put is pending deletes nothing: the put comes first in the log."""
+    node = member(tmp_path, reactor, "a")
+    link = FakeLink("b")
+    lead(node, 1, 2, link)
+    leader = serve(node, link)
+    first = submit(node, reactor, put_command(b"k", b"v1", "w1", ttl=3))
+    link.match_index = node.rlog.last_index
+    leader.stream_answered(link)
+    revision = first.get()[0]["revision"]
+    newer = submit(node, reactor, put("k", "v2", "w2"))  # proposed, not committed
+    reactor.advance(3)
+    assert node.rlog.entries[-1].commands == [expire_command(b"k", revision)]
+    assert node.store.get(b"k") is not None, "nothing expires before the log says so"
+    link.match_index = node.rlog.last_index
+    leader.stream_answered(link)
+    assert newer.get()[0]["ok"]
+    kv = node.store.get(b"k")
+    assert kv is not None and kv.value == b"v2"
+
+
+# Fails if: ExpiryScheduler.start does not arm the TTLs of the keys it finds in the store.
+def test_rule12_a_new_leader_rearms_ttls_for_their_full_duration_on_its_own_clock(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    """Time spent as a follower does not count: the new leader waits the whole TTL."""
+    node = member(tmp_path, reactor, "b")
+    ttl_put = entry(1, 1, put_command(b"k", b"v", "w1", ttl=10))
+    answer(node.follower.prepare(prepare("a", 1, (0, 0), [ttl_put], 1))).get()
+    reactor.advance(8)
+    assert node.rlog.last_index == 1, "a follower never expires keys itself"
+    link = FakeLink("c")
+    lead(node, 2, 2, link)
+    serve(node, link)
+    marker = node.rlog.last_index
+    reactor.advance(9)
+    assert node.rlog.last_index == marker
+    reactor.advance(1)
+    assert node.rlog.last_index == marker + 1
+    assert node.rlog.entries[-1].commands == [expire_command(b"k", 1)]
+
+
+# Smaller findings of the protocol review
+
+
+# Fails if: Node gives ExpiryScheduler its reactor instead of its clock.
+def test_rule12_ttls_run_on_the_monotonic_clock_not_the_wall_clock(tmp_path: Any) -> None:
+    """An NTP step of the wall clock expires nothing; the monotonic clock decides."""
+    from tests.support import InlinePool
+
+    wall, monotonic = InlineReactor(), InlineReactor()
+    data_dir = DataDir(str(tmp_path / "a"))
+    node, _ = open_node(wall, data_dir, recover_store(data_dir, "a"), NodeSettings(url="u"),
+                        True, pool=InlinePool(), clock=monotonic)
+    started = Answer(node.become_standalone())
+    wall.advance(0)
+    assert started.called
+    write = submit(node, wall, put_command(b"k", b"v", "w1", ttl=10))
+    assert write.get()[0]["ok"]
+    wall.advance(3600)
+    assert node.store.get(b"k") is not None
+    monotonic.advance(10)
+    wall.advance(0)
+    assert node.store.get(b"k") is None
+    node.rlog._writer.close()
