@@ -27,13 +27,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kvd.errors import BadRequest, NotReady, OutcomeUnknown
-from kvd.replication.follower import Follower
 from kvd.replication.leader import Leader, NotLeading, RefusedBatch
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import NotDelivered, PeerClient, PeerError
 from kvd.roles import Role
 from kvd.store import Command, Result, Store
-from kvd.ttl import ExpiryScheduler
 from kvd.wal import snapshot
 from kvd.wal.layout import DataDir, Identity
 
@@ -81,7 +79,14 @@ class Node:
         replicated_log: ReplicatedLog,
         data_dir: DataDir | None = None,
         clock: IReactorTime | None = None,
+        peer: PeerClient | None = None,
+        snapshotter: Callable[[Node], object] | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+        observe_round: Callable[[int, float], None] | None = None,
     ) -> None:
+        """``peer`` reaches the leader (None: standalone); ``snapshotter`` takes a
+        snapshot when the log has grown; ``on_fatal`` stops the process when the
+        node finds its state unsafe; ``observe_round`` sees every replication round."""
         self.reactor = reactor
         #: Durations (TTLs, write deadlines, liveness): monotonic in production.
         self.clock = clock if clock is not None else reactor
@@ -99,7 +104,7 @@ class Node:
         self.on_applied: list[Callable[[int, list[Command], list[Result]], None]] = []
         #: Called with the old store when a snapshot from the leader replaces it.
         self.on_store_replaced: list[Callable[[Store], None]] = []
-        self.snapshotter: Callable[[], object] | None = None
+        self.snapshotter = snapshotter
         self._last_snapshot_index = store.applied_index
         self._commands_since_snapshot = 0
         self.data_dir = data_dir
@@ -110,18 +115,14 @@ class Node:
         self.bootstrap_voters: dict[str, str] = {}
         self.snapshot_voters: dict[str, str] = {}
         self._voters_cache: tuple[tuple[int, int], dict[str, str]] | None = None
-        self.peer: PeerClient | None = None
-        self.follower = Follower(self)
+        self.peer = peer
         self._read_batch: Deferred[int] | None = None
         self._read_batch_sent = False
-        self.on_fatal: Callable[[str], None] | None = None
-        #: The cluster's members as the coordinator sees them, for status.
-        self.cluster_members: Callable[[], list[dict[str, Any]]] | None = None
-        #: Hands leadership to a voter (the coordinator's), or None without ZooKeeper.
-        self.transfer_leadership: Callable[[str | None], Deferred[str]] | None = None
-        self.expiry = ExpiryScheduler(lambda: self.store, self.submit, self.clock)
-        self.on_applied.append(self.expiry.applied)
-        self.observe_round: Callable[[int, float], None] | None = None
+        self.on_fatal = on_fatal
+        self.observe_round = observe_round
+        #: Called with True when this node starts serving as leader (or standalone),
+        #: with False when it stops leading (the TTL timers follow it).
+        self.on_leading: list[Callable[[bool], None]] = []
         #: Called when this node hears of a newer epoch (the coordinator steps down).
         self.on_newer_epoch: list[Callable[[int], None]] = []
 
@@ -142,7 +143,7 @@ class Node:
 
         def serving(_: object) -> None:
             self.unavailable = None
-            self.expiry.start()
+            self._leading(True)
             self.log.info("Standalone node {node_id} serving at epoch {epoch}",
                           node_id=self.node_id, epoch=epoch)
 
@@ -165,7 +166,7 @@ class Node:
             return
         self.log.info("Stepping down from epoch {epoch}: {reason}", epoch=self.epoch,
                       reason=reason)
-        self.expiry.stop()
+        self._leading(False)
         leader, self.leader = self.leader, None
         for proposal in leader.stop():
             if not proposal.done.called:
@@ -215,8 +216,12 @@ class Node:
             raise Superseded(self.epoch)
         self.role = Role.LEADER
         self.unavailable = None
-        self.expiry.start()
+        self._leading(True)
         self.leader_info = self._own_info()
+
+    def _leading(self, leading: bool) -> None:
+        for callback in list(self.on_leading):
+            callback(leading)
 
     def saw_epoch(self, epoch: int) -> None:
         """A newer epoch exists: a leader or candidate of an older one stops at once (rule 1)."""
@@ -445,7 +450,7 @@ class Node:
         ):
             self._last_snapshot_index = self.store.applied_index
             self._commands_since_snapshot = 0
-            self.snapshotter()
+            self.snapshotter(self)
 
     def wait_applied(self, index: int) -> Deferred[None]:
         """Fires once the store has applied ``index``."""
@@ -548,12 +553,12 @@ class Node:
             "epoch": self.epoch,
             "commit_index": self.rlog.commit_index,
             "applied_index": self.store.applied_index,
-            "members": self.cluster_members() if self.cluster_members is not None else [
-                {"node_id": self.node_id, "url": self.settings.url, "peer_url": self.peer_url,
-                 "role": self.role.value,
-                 "last_index": self.rlog.last_index, "lag": 0}
-            ],
         }
+
+    def own_member(self) -> dict[str, Any]:
+        """This node as a row of the member table (all of it without a cluster)."""
+        return {"node_id": self.node_id, "url": self.settings.url, "peer_url": self.peer_url,
+                "role": self.role.value, "last_index": self.rlog.last_index, "lag": 0}
 
 
 def _not_leading(failure: Failure) -> None:

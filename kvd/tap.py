@@ -192,10 +192,10 @@ class Options(usage.Options):
         )
 
 
-def makeService(options: dict[str, Any]) -> IService:
+def makeService(options: dict[str, Any], reactor: Any = None) -> IService:
     from kvd.service import KvdService
     from kvd.testing.wallclock import install_if_configured
 
     install_if_configured()  # test-only: $KVD_TESTING_WALL_CLOCK_FILE steps reactor.seconds
     assert isinstance(options, Options)
-    return KvdService(options.config())
+    return KvdService(options.config(), reactor)

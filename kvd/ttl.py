@@ -39,6 +39,13 @@ class ExpiryScheduler:
         self._timers: dict[bytes, IDelayedCall] = {}
         self.armed = False
 
+    def leading(self, leading: bool) -> None:
+        """The node's role-changed hook: timers run only while it leads."""
+        if leading:
+            self.start()
+        else:
+            self.stop()
+
     def start(self) -> None:
         """This node now leads: arm every TTL key for its full duration."""
         self.armed = True

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from kvd.node import Node, NodeSettings
-from kvd.service import open_node, recover_store
+from kvd.replica import Replica, open_replica
+from kvd.replication.follower import Follower
 from kvd.testing.inline import InlinePool, InlineReactor
 from kvd.wal.layout import DataDir
+from kvd.wal.storage import recover_store
 
-__all__ = ["InlinePool", "InlineReactor", "open_inline_node"]
+__all__ = ["InlinePool", "InlineReactor", "follower_of", "open_inline_node", "replica_of"]
+
+#: The parts of every node a test opened, so that a test can reach a node's
+#: follower and a teardown can close its WAL.
+_opened: dict[Node, Replica] = {}
+
+
+def replica_of(node: Node) -> Replica:
+    """The parts wired with ``node`` when a test opened it."""
+    return _opened[node]
+
+
+def follower_of(node: Node) -> Follower:
+    """The follower half of ``node`` (the peer API's handlers)."""
+    return _opened[node].follower
 
 
 def open_inline_node(
@@ -17,10 +33,12 @@ def open_inline_node(
     """A standalone node on real files, driven synchronously by ``reactor``."""
     data_dir = DataDir(path)
     outcome = recover_store(data_dir, None)
-    node, _ = open_node(
+    replica = open_replica(
         reactor, data_dir, outcome, settings or NodeSettings(url="http://127.0.0.1:1"),
         fsync, pool=InlinePool(), segment_bytes=segment_bytes,
     )
+    _opened[replica.node] = replica
+    node = replica.node
     d = node.become_standalone()
     reactor.advance(0)
     assert d.called, "a standalone node should serve once its marker is durable"

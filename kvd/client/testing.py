@@ -21,9 +21,10 @@ from twisted.web.resource import IResource, Resource
 
 from kvd.client.client import KvdClient
 from kvd.node import Node, NodeSettings
-from kvd.service import open_node, recover_store
+from kvd.replica import open_replica
 from kvd.testing.inline import InlinePool, InlineReactor
 from kvd.wal.layout import DataDir
+from kvd.wal.storage import recover_store
 from kvd.web.public import ClientAPI
 
 
@@ -53,9 +54,10 @@ class StubKvd:
         self.reactor = InlineReactor()
         self.url = url
         data_dir = DataDir(str(path))
-        self.node: Node
-        self.node, self._writer = open_node(self.reactor, data_dir, recover_store(data_dir, None),
-                                 NodeSettings(url=url), fsync=False, pool=InlinePool())
+        replica = open_replica(self.reactor, data_dir, recover_store(data_dir, None),
+                               NodeSettings(url=url), fsync=False, pool=InlinePool())
+        self.node: Node = replica.node
+        self._writer = replica.writer
         started = self.node.become_standalone()
         self.reactor.advance(0)
         assert started.called, "a standalone node serves once its marker is durable"

@@ -26,6 +26,7 @@ from kvd.config import NodeConfig
 from kvd.coord.bridge import CONNECTED, LOST, SUSPENDED, TransactionFailed, ZooKeeperService
 from kvd.errors import BadRequest, NotReady
 from kvd.node import Node, Role, Superseded
+from kvd.replication.follower import Follower
 from kvd.replication.peer import PeerClient
 from kvd.replication.peerauth import PeerAuth, generate_secret
 from kvd.replication.stream import FollowerStream
@@ -60,11 +61,14 @@ class ClusterCoordinator:
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorTime, zk: ZooKeeperService, node: Node, config: NodeConfig,
-                 peer: PeerClient, auth: PeerAuth | None = None) -> None:
+    def __init__(self, reactor: IReactorTime, zk: ZooKeeperService, node: Node,
+                 follower: Follower, config: NodeConfig, peer: PeerClient,
+                 auth: PeerAuth | None = None) -> None:
+        """``follower`` is the node's (a sync changes the log under its lock)."""
         self.reactor = reactor
         self.zk = zk
         self.node = node
+        self.follower = follower
         self.config = config
         self.peer = peer
         #: The peer secret's holder, to fill from ZooKeeper when no file gave it.
@@ -88,8 +92,6 @@ class ClusterCoordinator:
         #: The last index our members/ znode says we hold.
         self._published_index = -1
         self._watching = False
-        node.cluster_members = self.describe_members
-        node.transfer_leadership = lambda target: ensureDeferred(self.transfer(target))
         node.on_newer_epoch.append(self._newer_epoch)
 
     def path(self, *parts: str) -> str:
@@ -523,8 +525,8 @@ class ClusterCoordinator:
                 node.syncing(epoch)
                 self.log.info("Elected: syncing epoch {epoch}", epoch=epoch)
                 urls = {i: _peer_url(m) for i, m in self.members.items()}
-                await synchronise(node, epoch, urls, self.peer, self.replicas -
-                                  self.write_quorum + 1)
+                await synchronise(node, self.follower, epoch, urls, self.peer,
+                                  self.replicas - self.write_quorum + 1)
             except (HigherEpoch, Superseded) as e:
                 at_least = e.epoch + 1
                 continue

@@ -33,7 +33,6 @@ class Candidate(Protocol):
 
     rlog: ReplicatedLog
     identity: Identity
-    follower: Follower
     torn_unacked: bool
 
     @property
@@ -74,9 +73,11 @@ def _still_candidate(node: Candidate, epoch: int) -> None:
 
 
 async def synchronise(
-    node: Candidate, epoch: int, urls: dict[str, str], peer: PeerClient, sync_quorum: int
+    node: Candidate, follower: Follower, epoch: int, urls: dict[str, str], peer: PeerClient,
+    sync_quorum: int,
 ) -> None:
-    """Bring this candidate's log to the most advanced of R voters' logs."""
+    """Bring this candidate's log to the most advanced of R voters' logs; changes of
+    our log take ``follower``'s lock, so that no PREPARE interleaves with them."""
     rlog = node.rlog
     await rlog.promise(epoch, node.node_id)
     _still_candidate(node, epoch)
@@ -125,7 +126,7 @@ async def synchronise(
     if best_last > rlog.last:
         log.info("Adopting the log of {owner} (last {last}, ours {ours})", owner=best_id,
                  last=best_last, ours=rlog.last)
-        await _fetch_log(node, epoch, answers[best_id]["url"], best_last, peer)
+        await _fetch_log(node, follower, epoch, answers[best_id]["url"], best_last, peer)
     if highest_commit > rlog.last_index:
         raise LostCommits(
             f"a voter committed index {highest_commit} but the most advanced log of the "
@@ -134,8 +135,8 @@ async def synchronise(
     _still_candidate(node, epoch)
 
 
-async def _fetch_log(node: Candidate, epoch: int, url: str, target: tuple[int, int],
-                     peer: PeerClient) -> None:
+async def _fetch_log(node: Candidate, follower: Follower, epoch: int, url: str,
+                     target: tuple[int, int], peer: PeerClient) -> None:
     """Copy the owner's log from our commit index on, truncating where we diverge."""
     rlog = node.rlog
     first = rlog.commit_index + 1
@@ -149,21 +150,22 @@ async def _fetch_log(node: Candidate, epoch: int, url: str, target: tuple[int, i
             raise SyncFailed(f"fetch from {url} refused: {reply.get('reject')}")
         if reply.get("snapshot") is not None:
             data = reply["snapshot"]
-            decoded = await node.follower.locked(partial(_install, node, epoch, data))
+            decoded = await follower.locked(partial(_install, node, epoch, data))
             first = decoded.index + 1
             continue
         entries = entries_from_wire(reply["entries"])
         if not entries:
             raise SyncFailed(f"{url} sent no entries from {first}")
-        await node.follower.locked(partial(_append, node, epoch, entries))
+        await follower.locked(partial(_append, node, follower, epoch, entries))
         first = entries[-1].index + 1
     await rlog.wait_durable(rlog.last_index)
 
 
-async def _append(node: Candidate, epoch: int, entries: list[Any]) -> None:
+async def _append(node: Candidate, follower: Follower, epoch: int,
+                  entries: list[Any]) -> None:
     # Under the follower's lock: no PREPARE interleaves with this change of our log.
     _still_candidate(node, epoch)
-    node.follower.append_missing(entries)
+    follower.append_missing(entries)
 
 
 async def _install(node: Candidate, epoch: int, data: bytes) -> Any:

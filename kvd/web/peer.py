@@ -25,6 +25,7 @@ from kvd import errors
 from kvd.commands import client_commands
 from kvd.node import Node, Role
 from kvd.replication import messages
+from kvd.replication.follower import Follower
 from kvd.replication.leader import NotLeading
 from kvd.replication.peer import MSGPACK, PEER_PREFIX, decode, encode
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
@@ -41,11 +42,13 @@ class PeerAPI:
 
     app = Klein()
 
-    def __init__(self, node: Callable[[], Node | None], auth: PeerAuth,
+    def __init__(self, node: Callable[[], Node | None], follower: Callable[[], Follower | None],
+                 auth: PeerAuth,
                  session: Callable[[], tuple[int, bytes] | None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  max_body_bytes: int = messages.peer_body_limit(2 * 1024 * 1024)) -> None:
         self._node = node
+        self._follower = follower
         #: The largest body a peer message may have (the site refuses more first).
         self.max_body_bytes = max_body_bytes
         self._auth = auth
@@ -64,6 +67,12 @@ class PeerAPI:
         if node is None:
             raise errors.NotReady("the node is still starting")
         return node
+
+    def follower(self) -> Follower:
+        follower = self._follower()
+        if follower is None:
+            raise errors.NotReady("the node is still starting")
+        return follower
 
     def _reply(self, request: IRequest, status: int, body: Any) -> bytes:
         request.setResponseCode(status)
@@ -130,22 +139,22 @@ class PeerAPI:
 
     @app.route(f"{PEER_PREFIX}/newepoch", methods=["POST"])
     async def new_epoch(self, request: IRequest) -> bytes:
-        answer = await self.node().follower.new_epoch(self._message(request, "newepoch"))
+        answer = await self.follower().new_epoch(self._message(request, "newepoch"))
         return self._reply(request, 200, answer)
 
     @app.route(f"{PEER_PREFIX}/prepare", methods=["POST"])
     async def prepare(self, request: IRequest) -> bytes:
-        answer = await self.node().follower.prepare(self._message(request, "prepare"))
+        answer = await self.follower().prepare(self._message(request, "prepare"))
         return self._reply(request, 200, answer)
 
     @app.route(f"{PEER_PREFIX}/snapshot", methods=["POST"])
     async def snapshot(self, request: IRequest) -> bytes:
-        answer = await self.node().follower.install_snapshot(self._message(request, "snapshot"))
+        answer = await self.follower().install_snapshot(self._message(request, "snapshot"))
         return self._reply(request, 200, answer)
 
     @app.route(f"{PEER_PREFIX}/fetch", methods=["POST"])
     async def fetch(self, request: IRequest) -> bytes:
-        answer = await self.node().follower.fetch(self._message(request, "fetch"))
+        answer = await self.follower().fetch(self._message(request, "fetch"))
         return self._reply(request, 200, answer)
 
     @app.route(f"{PEER_PREFIX}/readindex", methods=["POST"])

@@ -15,7 +15,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from klein import Klein
 from klein.interfaces import IKleinRequest
@@ -75,6 +75,14 @@ class KeyConverter(PathConverter):
     regex = r"[^/][\s\S]*?"
 
 
+class ClusterControl(Protocol):
+    """What the API asks of the cluster's coordinator (``ClusterCoordinator`` is one)."""
+
+    def describe_members(self) -> list[dict[str, Any]]: ...
+
+    async def transfer(self, target: str | None) -> str: ...
+
+
 class ClientAPI:
     """Routes of ``/api/v1`` and the health endpoints."""
 
@@ -84,10 +92,13 @@ class ClientAPI:
     def __init__(self, node: Callable[[], Node | None], limits: Limits = Limits(),
                  metrics: Metrics | None = None, access: ClientAccess | None = None,
                  login_limiter: LoginLimiter | None = None,
-                 defer_to_thread: Callable[..., Deferred[Any]] = deferToThread) -> None:
+                 defer_to_thread: Callable[..., Deferred[Any]] = deferToThread,
+                 cluster: Callable[[], ClusterControl | None] = lambda: None) -> None:
         """``access`` checks tokens (default: signed with a fixed test key);
-        ``defer_to_thread`` runs password hashing off the reactor."""
+        ``defer_to_thread`` runs password hashing off the reactor; ``cluster``
+        gives the coordinator once there is one (never for a standalone node)."""
         self._node = node
+        self._cluster = cluster
         self.limits = limits
         self.metrics = metrics
         if access is None:
@@ -607,12 +618,13 @@ class ClientAPI:
         if target is not None and not isinstance(target, str):
             raise errors.BadRequest("'target' must be a node id")
         node = self.node()
-        if node.transfer_leadership is None:
+        cluster = self._cluster()
+        if cluster is None:
             raise errors.BadRequest("a standalone node has no one to hand leadership to")
         if node.leader is None:
             leader = (node.leader_info or {}).get("url")
             raise errors.NotReady(f"this node does not lead; ask the leader at {leader}")
-        handed_to = await node.transfer_leadership(target)
+        handed_to = await cluster.transfer(target)
         return self._respond(request, 200, {"target": handed_to})
 
     # Backups
@@ -646,7 +658,11 @@ class ClientAPI:
     @app.route("/api/v1/cluster", methods=["GET"])
     def cluster(self, request: IRequest) -> bytes:
         self._caller(request)
-        return self._respond(request, 200, self.node().status())
+        node = self.node()
+        cluster = self._cluster()
+        status = node.status()
+        status["members"] = [node.own_member()] if cluster is None else cluster.describe_members()
+        return self._respond(request, 200, status)
 
 
 class Watch:

@@ -26,6 +26,7 @@ from tests.replication.support import (
     InlineReactor,
     Peers,
     close_all,
+    follower_of,
     inline_defer_to_thread,
     open_member,
 )
@@ -51,7 +52,7 @@ def coordinator(node: Node, zk: FakeZooKeeper, reactor: InlineReactor, replicas:
                         cluster="c", replicas=replicas, write_quorum=replicas // 2 + 1)
     peers = peers or Peers()
     node.peer = peers.client()
-    return ClusterCoordinator(reactor, zk, node, config, peers.client())
+    return ClusterCoordinator(reactor, zk, node, follower_of(node), config, peers.client())
 
 
 def election(zk: FakeZooKeeper) -> list[str]:

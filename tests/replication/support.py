@@ -9,16 +9,18 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
 from kvd.node import Node, NodeSettings
+from kvd.replica import open_replica
 from kvd.replication.peer import PeerClient, entries_to_wire
-from kvd.service import open_node, recover_store
 from kvd.store import Command, put_command
 from kvd.wal import record
 from kvd.wal.layout import DataDir
 from kvd.wal.record import LogEntry
-from tests.support import InlinePool, InlineReactor
+from kvd.wal.storage import recover_store
+from tests.support import InlinePool, InlineReactor, _opened, follower_of, replica_of
 
 __all__ = [
     "Answer", "FakeLink", "InlinePool", "InlineReactor", "ManualPool", "Peers",
+    "follower_of", "replica_of",
     "answer", "config_entry", "entry", "inline_defer_to_thread", "member_of", "message",
     "open_member", "close_all", "prepare", "put", "reopen", "wal_payloads",
 ]
@@ -59,14 +61,10 @@ def inline_defer_to_thread(f: Callable[..., Any], *a: Any, **kw: Any) -> Deferre
     return maybeDeferred(f, *a, **kw)
 
 
-#: Nodes opened by ``open_member``, so that a test's teardown can close their WALs.
-_opened: list[Node] = []
-
-
 def close_all() -> None:
     """Close the WAL of every node opened since the last call."""
     while _opened:
-        _opened.pop().rlog._writer.close()
+        _opened.popitem()[1].writer.close()
 
 
 def open_member(
@@ -79,10 +77,10 @@ def open_member(
     """A cluster node (role ``looking``) on real files in ``path``, as the service opens it."""
     data_dir = DataDir(path)
     outcome = recover_store(data_dir, node_id)
-    node, _ = open_node(reactor, data_dir, outcome, NodeSettings(url=f"http://{node_id}"),
-                        fsync, pool=pool if pool is not None else InlinePool())
-    _opened.append(node)
-    return node
+    replica = open_replica(reactor, data_dir, outcome, NodeSettings(url=f"http://{node_id}"),
+                           fsync, pool=pool if pool is not None else InlinePool())
+    _opened[replica.node] = replica
+    return replica.node
 
 
 def member_of(path: str, reactor: InlineReactor, node_id: str, voters: Iterable[str]) -> Node:
@@ -95,7 +93,7 @@ def member_of(path: str, reactor: InlineReactor, node_id: str, voters: Iterable[
 
 def reopen(node: Node, reactor: InlineReactor, pool: Any = None) -> Node:
     """Close ``node``'s WAL and start it again from its data dir: a restart."""
-    node.rlog._writer.close()
+    _opened.pop(node).writer.close()
     assert node.data_dir is not None
     reopened = open_member(node.data_dir.root, reactor, node.node_id, pool)
     reopened.bootstrap_voters = dict(node.bootstrap_voters)
@@ -178,9 +176,9 @@ class Peers:
     def route_to(self, node: Node) -> None:
         """Send ``node``'s URL to its real follower handlers."""
         def handle(name: str, body: dict[str, Any]) -> Any:
-            handler = {"newepoch": node.follower.new_epoch, "prepare": node.follower.prepare,
-                       "snapshot": node.follower.install_snapshot,
-                       "fetch": node.follower.fetch}[name]
+            follower = follower_of(node)
+            handler = {"newepoch": follower.new_epoch, "prepare": follower.prepare,
+                       "snapshot": follower.install_snapshot, "fetch": follower.fetch}[name]
             return Deferred.fromCoroutine(handler(body))
         self.handlers[node.settings.url] = handle
 

@@ -25,7 +25,7 @@ from tests.replication.support import (
     message,
     put,
 )
-from tests.support import InlineReactor
+from tests.support import InlineReactor, follower_of
 
 
 def chunks(data: bytes, size: int) -> list[tuple[int, bytes]]:
@@ -34,7 +34,7 @@ def chunks(data: bytes, size: int) -> list[tuple[int, bytes]]:
 
 def send(node: Node, snap: LogEntry, data: bytes, offset: int, chunk: bytes,
          epoch: int = 3) -> dict[str, Any]:
-    return answer(node.follower.install_snapshot(message(
+    return answer(follower_of(node).install_snapshot(message(
         "a", epoch, snapshot_epoch=snap.epoch, snapshot_index=snap.index, offset=offset,
         total=len(data), data=chunk))).reply()
 
@@ -85,7 +85,7 @@ def test_a_chunk_is_refused_before_it_is_kept_when_the_epoch_is_stale(follower: 
     follower.rlog.promise(9, "c")
     reply = send(follower, entries[-1], data, 0, data[:40], epoch=3)
     assert reply["reject"] == "stale epoch"
-    assert follower.follower._incoming is None
+    assert follower_of(follower)._incoming is None
 
 
 @pytest.mark.parametrize("fields", [

@@ -15,7 +15,7 @@ from kvd.store import Result, delete_command, put_command
 from kvd.wal import record
 from kvd.wal.layout import DataDir
 from kvd.wal.recovery import WalCorruption, recover
-from tests.support import InlineReactor, open_inline_node
+from tests.support import InlineReactor, open_inline_node, replica_of
 
 
 def write(node: Node, reactor: InlineReactor, command: dict[str, Any]) -> Result:
@@ -114,7 +114,7 @@ def test_snapshot_and_compaction_give_the_same_state_as_replay(tmp_path: Any) ->
     nodes = [open_inline_node(plain, reactor, segment_bytes=SMALL_SEGMENTS),
              open_inline_node(compacted, reactor, small, segment_bytes=SMALL_SEGMENTS)]
     snapshots: list[int] = []
-    nodes[1].snapshotter = lambda: snapshots.append(_snapshot_inline(nodes[1], compacted))
+    nodes[1].snapshotter = lambda node: snapshots.append(_snapshot_inline(node, compacted))
     for i in range(60):
         for node in nodes:
             key = b"k%d" % (i % 9)
@@ -134,14 +134,14 @@ def test_snapshot_and_compaction_give_the_same_state_as_replay(tmp_path: Any) ->
 
 
 def _snapshot_inline(node: Node, path: str) -> int:
-    """What KvdService.take_snapshot does, on the calling thread."""
+    """What kvd.wal.storage.Snapshotter does, on the calling thread."""
     from kvd.wal import snapshot
 
     data_dir = DataDir(path)
     index = node.store.applied_index
     epoch = node.rlog.epoch_at(index)
     assert epoch is not None
-    writer = node.rlog._writer
+    writer = replica_of(node).writer
     active = writer.active_segment
     meta = {"promised_epoch": node.rlog.promised_epoch}
     snapshot.write(data_dir, snapshot.Snapshot(epoch, index, node.store.snapshot_state(), meta))

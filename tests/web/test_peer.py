@@ -13,7 +13,7 @@ from kvd.replication.peer import MSGPACK, PEER_PREFIX, decode, encode
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
 from kvd.replication.peerauth import PeerAuth
 from kvd.web.peer import PeerAPI
-from tests.support import InlineReactor, open_inline_node
+from tests.support import InlineReactor, follower_of, open_inline_node
 
 AUTH = PeerAuth(b"a test secret of enough bytes")
 
@@ -59,7 +59,7 @@ def test_a_forward_with_malformed_commands_is_a_400_and_changes_nothing(
 ) -> None:
     reactor = InlineReactor()
     node = open_inline_node(str(tmp_path), reactor)
-    treq = StubTreq(PeerAPI(lambda: node, AUTH).resource())
+    treq = StubTreq(PeerAPI(lambda: node, lambda: follower_of(node), AUTH).resource())
     last = node.rlog.last_index
     status, body = post(treq, "forward", {"commands": commands})
     reactor.advance(0)
@@ -70,7 +70,8 @@ def test_a_forward_with_malformed_commands_is_a_400_and_changes_nothing(
 def _node_and_treq(tmp_path: Any) -> tuple[Any, InlineReactor, StubTreq]:
     reactor = InlineReactor()
     node = open_inline_node(str(tmp_path), reactor)
-    return node, reactor, StubTreq(PeerAPI(lambda: node, AUTH).resource())
+    api = PeerAPI(lambda: node, lambda: follower_of(node), AUTH)
+    return node, reactor, StubTreq(api.resource())
 
 
 def _state(node: Any) -> tuple[Any, ...]:
@@ -166,7 +167,7 @@ def test_fuzz_a_malformed_field_of_a_voters_message_is_a_400_before_any_side_eff
 
     reactor = InlineReactor()
     node = member_of(str(tmp_path_factory.mktemp("fuzz")), reactor, "b", ("a", "b", "c"))
-    treq = StubTreq(PeerAPI(lambda: node, AUTH).resource())
+    treq = StubTreq(PeerAPI(lambda: node, lambda: follower_of(node), AUTH).resource())
     message = {**_valid(route), field: value}
     before = _state(node)
     status, _ = post(treq, route, message)
@@ -202,7 +203,7 @@ def test_an_unreadable_entry_or_snapshot_is_a_400_before_any_side_effect(
 
     reactor = InlineReactor()
     node = member_of(str(tmp_path), reactor, "b", ("a", "b", "c"))
-    treq = StubTreq(PeerAPI(lambda: node, AUTH).resource())
+    treq = StubTreq(PeerAPI(lambda: node, lambda: follower_of(node), AUTH).resource())
     before = _state(node)
     message = {**_valid(route), **fields}
     if route == "snapshot":
@@ -233,7 +234,8 @@ def test_a_peer_body_past_the_limit_is_a_413_before_it_is_decoded(tmp_path: Any)
 
     node = member_of(str(tmp_path), InlineReactor(), "b", ("a", "b", "c"))
     limit = len(encode(_valid("newepoch"))) + 10
-    treq = StubTreq(PeerAPI(lambda: node, AUTH, max_body_bytes=limit).resource())
+    treq = StubTreq(PeerAPI(lambda: node, lambda: follower_of(node), AUTH,
+                            max_body_bytes=limit).resource())
     before = _state(node)
     status, body = post(treq, "newepoch", {**_valid("newepoch"), "pad": b"x" * 100})
     assert status == 413, body

@@ -24,6 +24,7 @@ from tests.replication.support import (
     open_member,
     wal_payloads,
 )
+from tests.support import follower_of
 
 VOTERS = ("a", "b", "c")
 
@@ -107,7 +108,7 @@ def snapshot_of(entries: list[LogEntry]) -> tuple[Store, bytes]:
 
 def install(node: Node, sender: str, epoch: int, snap: LogEntry, data: bytes,
             incarnation: str = OTHER_DISK) -> Answer:
-    return answer(node.follower.install_snapshot(message(
+    return answer(follower_of(node).install_snapshot(message(
         sender, epoch, incarnation, snapshot_epoch=snap.epoch, snapshot_index=snap.index,
         offset=0, total=len(data), data=data)))
 
@@ -115,7 +116,8 @@ def install(node: Node, sender: str, epoch: int, snap: LogEntry, data: bytes,
 def run_sync(node: Node, epoch: int, peers: Peers, quorum: int,
              urls: dict[str, str] | None = None) -> Answer:
     urls = urls if urls is not None else {v: f"http://{v}" for v in VOTERS}
-    return Answer(Deferred.fromCoroutine(synchronise(node, epoch, urls, peers.client(), quorum)))
+    return Answer(Deferred.fromCoroutine(synchronise(node, follower_of(node), epoch, urls,
+                                                       peers.client(), quorum)))
 
 
 def stream_to(leader_node: Node, peers: Peers, node_id: str) -> FollowerStream:

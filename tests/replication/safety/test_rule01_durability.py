@@ -40,6 +40,7 @@ from tests.replication.support import (
     put,
     wal_payloads,
 )
+from tests.support import follower_of
 
 
 # Fails if: Follower._prepare drops `await rlog.wait_durable(acknowledged)`.
@@ -49,7 +50,7 @@ def test_rule1_ack_waits_for_the_entries_fsync(tmp_path: Any, reactor: InlineRea
     node = member(tmp_path, reactor, "b", pool)
     node.rlog.promise(1, "a")
     pool.run_all()
-    ack = answer(node.follower.prepare(prepare("a", 1, (0, 0), [entry(1, 1), entry(1, 2)], 0)))
+    ack = answer(follower_of(node).prepare(prepare("a", 1, (0, 0), [entry(1, 1), entry(1, 2)], 0)))
     assert not ack.called and pool.jobs, "the WAL write is still queued"
     assert payloads(node, RecordType.ENTRY) == []
     pool.run_all()
@@ -64,7 +65,7 @@ def test_rule1_newepoch_answer_waits_for_the_promise_fsync(
     """A NEWEPOCH answer is sent only once the promise of its epoch is on disk."""
     pool = ManualPool()
     node = member(tmp_path, reactor, "b", pool)
-    vote = answer(node.follower.new_epoch(message("a", 3)))
+    vote = answer(follower_of(node).new_epoch(message("a", 3)))
     assert not vote.called
     assert recover(DataDir(str(tmp_path / "b"))).promised_epoch == 0
     pool.run_all()
@@ -81,7 +82,7 @@ def test_rule1_prepare_with_a_higher_epoch_persists_the_promise_first(
     node = member(tmp_path, reactor, "b", pool)
     node.rlog.promise(1)
     pool.run_all()
-    ack = answer(node.follower.prepare(prepare("a", 2, (0, 0), [entry(2, 1)], 0)))
+    ack = answer(follower_of(node).prepare(prepare("a", 2, (0, 0), [entry(2, 1)], 0)))
     while not ack.called:
         assert pool.jobs, "the ACK waits for the disk and nothing else"
         pool.run_one()
@@ -105,7 +106,7 @@ def test_rule1_promising_a_higher_epoch_stops_leading_and_pending_writes_answer_
     write = submit(node, reactor, put("k"))
     pool.run_all()
     assert not write.called, "b has not acknowledged: the write is pending"
-    vote = answer(node.follower.new_epoch(message("b", 2)))
+    vote = answer(follower_of(node).new_epoch(message("b", 2)))
     # At once: before the promise is even on disk.
     assert not vote.called
     assert write.called and write.failure is not None
@@ -151,9 +152,9 @@ def test_rule1_vote_refused_if_the_promise_changed_meanwhile(
     node.rlog.promise(1)
     pool.run_all()
     if kind == "prepare":
-        vote = answer(node.follower.prepare(prepare("a", 1, (0, 0), [entry(1, 1)], 0)))
+        vote = answer(follower_of(node).prepare(prepare("a", 1, (0, 0), [entry(1, 1)], 0)))
     else:
-        vote = answer(node.follower.new_epoch(message("a", 2)))
+        vote = answer(follower_of(node).new_epoch(message("a", 2)))
     assert not vote.called
     # This node stands for election meanwhile: its own sync promises epoch 3.
     node.rlog.promise(3)
@@ -236,7 +237,7 @@ def test_rule1_newepoch_waits_for_a_promise_of_its_epoch_already_in_flight(
     pool = ManualPool()
     node = member(tmp_path, reactor, "b", pool)
     node.rlog.promise(5)  # what the coordinator does on reading ZooKeeper's epoch
-    vote = answer(node.follower.new_epoch(message("a", 5)))
+    vote = answer(follower_of(node).new_epoch(message("a", 5)))
     assert not vote.called, "answered before the promise of epoch 5 is on disk"
 
 
@@ -256,8 +257,8 @@ def test_rule1_a_candidate_that_promised_a_newer_epoch_during_sync_stops(
 
     def b_answers(name: str, body: dict[str, Any]) -> Any:
         # While b answers, c's NEWEPOCH(6) reaches a.
-        answer(candidate.follower.new_epoch(message("c", 6, nodes["c"].identity.incarnation)))
-        return Deferred.fromCoroutine(nodes["b"].follower.new_epoch(body))
+        answer(follower_of(candidate).new_epoch(message("c", 6, nodes["c"].identity.incarnation)))
+        return Deferred.fromCoroutine(follower_of(nodes["b"]).new_epoch(body))
 
     peers.handlers["http://b"] = b_answers
     with pytest.raises(HigherEpoch):

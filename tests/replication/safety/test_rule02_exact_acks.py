@@ -29,12 +29,13 @@ from tests.replication.support import (
     put,
     reopen,
 )
+from tests.support import follower_of
 
 
 def _stale_suffix(tmp_path: Any, reactor: InlineReactor) -> Node:
     """Follower b holding (1,1..5) from an old leader, nothing committed."""
     node = member(tmp_path, reactor, "b")
-    ack = answer(node.follower.prepare(prepare(
+    ack = answer(follower_of(node).prepare(prepare(
         "a", 1, (0, 0), [entry(1, i) for i in range(1, 6)], 0)))
     assert ack.get()["index"] == 5
     return node
@@ -46,7 +47,7 @@ def test_rule2_ack_is_prev_plus_len_entries_not_the_last_index(
 ) -> None:
     """A follower holding more than it was sent acknowledges only what it was sent."""
     node = _stale_suffix(tmp_path, reactor)
-    ack = answer(node.follower.prepare(prepare("c", 2, (1, 1), [entry(1, 2)], 0)))
+    ack = answer(follower_of(node).prepare(prepare("c", 2, (1, 1), [entry(1, 2)], 0)))
     assert ack.reply() == {"ok": True, "index": 2, "promised": 2}
     assert node.rlog.last_index == 5
 
@@ -58,7 +59,7 @@ def test_rule2_follower_commit_is_min_of_leader_commit_and_ack(
     """The leader's commit index does not commit the follower's own divergent entries."""
     node = _stale_suffix(tmp_path, reactor)
     # Leader c of epoch 2 committed its own entries 3 and 4 (not the ones b holds).
-    ack = answer(node.follower.prepare(prepare("c", 2, (1, 1), [entry(1, 2)], 4)))
+    ack = answer(follower_of(node).prepare(prepare("c", 2, (1, 1), [entry(1, 2)], 4)))
     assert ack.get()["index"] == 2
     assert node.rlog.commit_index == 2
     assert node.store.applied_index == 2 and node.store.get(b"k3") is None
@@ -73,9 +74,9 @@ def test_rule2_truncates_only_from_the_first_index_whose_epoch_differs(
 ) -> None:
     """Entries that agree are kept; the divergent suffix goes, from its first index on."""
     node = member(tmp_path, reactor, "b")
-    answer(node.follower.prepare(prepare(
+    answer(follower_of(node).prepare(prepare(
         "a", 1, (0, 0), [entry(1, i) for i in range(1, 5)], 2))).get()
-    ack = answer(node.follower.prepare(prepare(
+    ack = answer(follower_of(node).prepare(prepare(
         "c", 2, (0, 0), [entry(1, 1), entry(1, 2), entry(2, 3)], 2)))
     assert ack.reply() == {"ok": True, "index": 3, "promised": 2}
     assert epochs(node) == [1, 1, 2]
@@ -90,9 +91,9 @@ def test_rule2_truncating_at_or_below_the_commit_index_is_fatal(
 ) -> None:
     """A PREPARE that would rewrite a committed entry stops the node; the log is untouched."""
     node = member(tmp_path, reactor, "b")
-    answer(node.follower.prepare(prepare(
+    answer(follower_of(node).prepare(prepare(
         "a", 1, (0, 0), [entry(1, i) for i in range(1, 4)], 2))).get()
-    ack = answer(node.follower.prepare(prepare(
+    ack = answer(follower_of(node).prepare(prepare(
         "c", 2, (0, 0), [entry(1, 1), entry(2, 2), entry(2, 3)], 0)))
     assert ack.called and ack.failure is not None and ack.failure.check(FatalLogError)
     assert node.unavailable is not None and "refusing to corrupt" in node.unavailable

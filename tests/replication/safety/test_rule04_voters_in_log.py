@@ -17,6 +17,7 @@ from tests.replication.support import (
     message,
     prepare,
 )
+from tests.support import follower_of
 
 
 # Fails if: Follower._refusal drops its `node_id not in voter_ids()` check.
@@ -25,8 +26,8 @@ def test_rule4_nodes_refuse_newepoch_and_prepare_from_a_non_voter(
 ) -> None:
     """A learner's NEWEPOCH or PREPARE changes nothing, not even the promise."""
     node = member(tmp_path, reactor, "b")
-    vote = answer(node.follower.new_epoch(message("x", 5))).reply()
-    ack = answer(node.follower.prepare(prepare("x", 5, (0, 0), [entry(5, 1)], 0))).reply()
+    vote = answer(follower_of(node).new_epoch(message("x", 5))).reply()
+    ack = answer(follower_of(node).prepare(prepare("x", 5, (0, 0), [entry(5, 1)], 0))).reply()
     for reply in (vote, ack):
         assert reply == {"ok": False, "reject": "sender is not a voter", "promised": 0}
     assert node.rlog.promised_epoch == 0 and node.rlog.last_index == 0
@@ -61,9 +62,9 @@ def test_rule4_voters_are_the_newest_config_entry_of_the_log(
     give_log(node, [config_entry(1, 1, old), entry(1, 2), config_entry(1, 3, new)],
              commit=3, promised=1)
     assert node.voters() == new and node.is_voter()
-    refused = answer(node.follower.new_epoch(message("b", 2, "ib"))).get()
+    refused = answer(follower_of(node).new_epoch(message("b", 2, "ib"))).get()
     assert refused["reject"] == "sender is not a voter"
-    assert answer(node.follower.new_epoch(message("d", 2, "id"))).get()["ok"]
+    assert answer(follower_of(node).new_epoch(message("d", 2, "id"))).get()["ok"]
 
 
 # Fails if: Node.voters keys its cache on (last_index, len(entries)) only.
@@ -75,14 +76,14 @@ def test_rule4_voters_follow_a_truncated_config_entry(
     me = node.identity.incarnation
     old = {"a": "ia", "b": "ib", "c": "ic", "d": me, "e": "ie"}
     proposed = {"a": "ia", "b": "ib", "c": "ic", "d": me, "f": "if"}
-    answer(node.follower.prepare(prepare(
+    answer(follower_of(node).prepare(prepare(
         "a", 2, (0, 0), [config_entry(1, 1, old), config_entry(2, 2, proposed)], 1))).get()
     assert node.voters() == proposed
     # b leads epoch 3, elected by b, c and e (none holds entry 2): its marker replaces entry 2.
-    ack = answer(node.follower.prepare(prepare("b", 3, (1, 1), [entry(3, 2)], 1, "ib"))).get()
+    ack = answer(follower_of(node).prepare(prepare("b", 3, (1, 1), [entry(3, 2)], 1, "ib"))).get()
     assert ack["ok"] and epochs(node) == [1, 3]
     assert node.voters() == old
-    assert answer(node.follower.new_epoch(message("e", 4, "ie"))).get()["ok"]
+    assert answer(follower_of(node).new_epoch(message("e", 4, "ie"))).get()["ok"]
 
 
 # Findings of the protocol review
@@ -95,7 +96,7 @@ def test_rule4_a_prepare_from_a_voter_id_with_another_incarnation_is_refused(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
     nodes = cluster(tmp_path, reactor)
-    reply = answer(nodes["b"].follower.prepare(
+    reply = answer(follower_of(nodes["b"]).prepare(
         prepare("a", 2, (0, 0), [entry(2, 1)], 1, incarnation="a-new-disk"))).reply()
     assert reply == {"ok": False, "reject": "sender is not a voter", "promised": 0}
     assert nodes["b"].rlog.last_index == 0 and nodes["b"].rlog.promised_epoch == 0

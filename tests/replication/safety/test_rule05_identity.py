@@ -23,6 +23,7 @@ from tests.replication.support import (
     prepare,
     reopen,
 )
+from tests.support import follower_of
 
 
 # Fails if: DataDir.identity reuses the requested id as the incarnation
@@ -71,7 +72,7 @@ def test_rule5_a_node_that_dropped_a_torn_tail_is_not_counted_in_r(
     torn.bootstrap_voters = dict(nodes["a"].bootstrap_voters)
     torn.bootstrap_voters["b"] = torn.identity.incarnation
     nodes["a"].bootstrap_voters["b"] = torn.identity.incarnation  # this disk is the voter b
-    vote = answer(torn.follower.new_epoch(
+    vote = answer(follower_of(torn).new_epoch(
         message("c", 2, nodes["c"].identity.incarnation))).get()
     assert vote["ok"] and vote["torn"] is True
     peers = Peers()
@@ -79,7 +80,7 @@ def test_rule5_a_node_that_dropped_a_torn_tail_is_not_counted_in_r(
     with pytest.raises(SyncFailed):
         run_sync(nodes["a"], 3, peers, 2).get()
     # Once it acknowledged entries from a leader it counts again.
-    ack = answer(torn.follower.prepare(prepare("a", 3, (1, 2), [entry(3, 3)], 0,
+    ack = answer(follower_of(torn).prepare(prepare("a", 3, (1, 2), [entry(3, 3)], 0,
                                                nodes["a"].identity.incarnation))).get()
     assert ack["ok"] and not torn.torn_unacked
     run_sync(nodes["a"], 4, peers, 2).get()
@@ -141,7 +142,7 @@ def test_rule5_rejections_carry_the_promised_epoch(tmp_path: Any, reactor: Inlin
     """A real voter's refusal tells the candidate how far to bump the epoch."""
     nodes = cluster(tmp_path, reactor)
     nodes["b"].rlog.promise(7)
-    assert answer(nodes["b"].follower.prepare(prepare("a", 3, (0, 0), [], 0))).reply() == {
+    assert answer(follower_of(nodes["b"]).prepare(prepare("a", 3, (0, 0), [], 0))).reply() == {
         "ok": False, "reject": "stale epoch", "promised": 7}
     peers = Peers()
     peers.route_to(nodes["b"])
@@ -220,7 +221,7 @@ def test_rule5_a_voter_id_on_a_new_disk_never_answers_newepoch_as_a_voter(
 ) -> None:
     nodes = cluster(tmp_path, reactor)
     wiped = _wiped(tmp_path, reactor, nodes, "b")
-    vote = answer(wiped.follower.new_epoch(
+    vote = answer(follower_of(wiped).new_epoch(
         message("c", 2, nodes["c"].identity.incarnation))).reply()
     assert not vote["ok"] and vote["reject"] == "this node is not a voter of its log"
     peers = Peers()

@@ -7,6 +7,7 @@ from typing import Any
 from kvd.wal.writer import LAZY_DELAY
 from tests.replication.safety.support import member
 from tests.replication.support import InlineReactor, answer, entry, prepare, reopen
+from tests.support import follower_of
 
 
 # Fails if: recover_store applies every recovered entry (drop the commit-mark `break`).
@@ -15,7 +16,7 @@ def test_rule6_restart_applies_only_up_to_the_last_persisted_commit_mark(
 ) -> None:
     """The log comes back whole; the store only as far as the commit mark."""
     node = member(tmp_path, reactor, "b")
-    answer(node.follower.prepare(prepare(
+    answer(follower_of(node).prepare(prepare(
         "a", 1, (0, 0), [entry(1, i) for i in range(1, 5)], 2))).get()
     reactor.advance(LAZY_DELAY)  # commit marks ride with the next write, or follow shortly
     node = reopen(node, reactor)

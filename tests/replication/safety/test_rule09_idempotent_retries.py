@@ -12,7 +12,7 @@ from kvd.node import Role
 from kvd.replication.peer import NotDelivered
 from tests.replication.safety.support import install, member, snapshot_of, submit
 from tests.replication.support import Answer, InlineReactor, Peers, answer, entry, prepare, put
-from tests.support import open_inline_node
+from tests.support import follower_of, open_inline_node
 
 
 # Fails if: Store._apply_one ignores the remembered result of a request id.
@@ -58,7 +58,7 @@ def test_rule9_a_forward_that_fails_after_it_was_sent_answers_504(
 ) -> None:
     """Only a forward that certainly did not reach the leader is a 503."""
     node = member(tmp_path, reactor, "b")
-    answer(node.follower.prepare(prepare("a", 1, (0, 0), [], 0))).get()
+    answer(follower_of(node).prepare(prepare("a", 1, (0, 0), [], 0))).get()
     assert node.role == Role.FOLLOWER
     peers = Peers()
     node.peer = peers  # type: ignore[assignment]
@@ -83,7 +83,7 @@ def test_rule9_a_leaders_504_to_a_forward_stays_a_504(
     from kvd.replication.peer import PeerError
 
     node = member(tmp_path, reactor, "b")
-    answer(node.follower.prepare(prepare("a", 1, (0, 0), [], 0))).get()
+    answer(follower_of(node).prepare(prepare("a", 1, (0, 0), [], 0))).get()
     peers = Peers()
     node.peer = peers.client()
     peers.handlers["http://a"] = lambda name, body: fail(PeerError(504, {

@@ -22,6 +22,7 @@ from tests.replication.support import (
     prepare,
     put,
 )
+from tests.support import follower_of
 
 
 def _reading_leader(tmp_path: Any, reactor: InlineReactor) -> tuple[Node, Leader, FakeLink]:
@@ -99,7 +100,7 @@ def test_rule10_a_follower_read_after_a_batch_was_sent_asks_again(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
     node = member(tmp_path, reactor, "b")
-    answer(node.follower.prepare(prepare("a", 1, (0, 0), [entry(1, 1), entry(1, 2)], 1))).get()
+    answer(follower_of(node).prepare(prepare("a", 1, (0, 0), [entry(1, 1), entry(1, 2)], 1))).get()
     peers = Peers()
     node.peer = peers.client()
     indexes = iter([1, 2])

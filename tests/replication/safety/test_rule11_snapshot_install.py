@@ -23,6 +23,7 @@ from tests.replication.support import (
     prepare,
     reopen,
 )
+from tests.support import follower_of
 
 
 # Fails if: Follower._install_snapshot skips `snapshot.write_raw` (the file).
@@ -44,7 +45,7 @@ def test_rule11_install_writes_the_snapshot_file_and_a_wal_record(
     node = reopen(node, reactor)
     assert (node.rlog.base_epoch, node.rlog.base_index) == (1, 5)
     assert node.store.applied_index == 5 and node.store.digest() == leader_store.digest()
-    ack = answer(node.follower.prepare(prepare("a", 1, (1, 5), [entry(1, 6)], 6))).reply()
+    ack = answer(follower_of(node).prepare(prepare("a", 1, (1, 5), [entry(1, 6)], 6))).reply()
     assert ack == {"ok": True, "index": 6, "promised": 1} and node.store.applied_index == 6
 
 
@@ -56,7 +57,7 @@ def test_rule11_entries_after_the_snapshot_that_agree_are_kept(
     """A follower that holds (1,6) and (1,7) keeps them across the install and a restart."""
     entries = [entry(1, i) for i in range(1, 8)]
     node = member(tmp_path, reactor, "b")
-    answer(node.follower.prepare(prepare("a", 1, (0, 0), entries, 2))).get()
+    answer(follower_of(node).prepare(prepare("a", 1, (0, 0), entries, 2))).get()
     _, data = snapshot_of(entries[:5])
     assert install(node, "a", 1, entries[4], data).get()["ok"]
     assert node.rlog.last == (1, 7) and node.rlog.base_index == 5
@@ -74,7 +75,7 @@ def test_rule11_divergent_entries_are_not_resurrected_by_a_restart(
     """Entries of a deposed leader beyond the snapshot stay gone after a restart."""
     node = member(tmp_path, reactor, "b")
     held = [entry(1, 1), entry(1, 2), entry(1, 3), entry(2, 4), entry(2, 5), entry(2, 6)]
-    answer(node.follower.prepare(prepare("a", 2, (0, 0), held, 3))).get()
+    answer(follower_of(node).prepare(prepare("a", 2, (0, 0), held, 3))).get()
     leaders = [entry(1, 1), entry(1, 2), entry(1, 3), entry(3, 4), entry(3, 5)]
     leader_store, data = snapshot_of(leaders)
     assert install(node, "c", 3, leaders[-1], data).get()["ok"]
@@ -96,7 +97,7 @@ def test_rule11_a_prepare_waits_for_the_snapshot_install_in_progress(
     entries = [entry(1, i) for i in range(1, 6)]
     _, data = snapshot_of(entries)
     installed = install(node, "a", 1, entries[-1], data)
-    heartbeat = answer(node.follower.prepare(prepare("a", 1, (1, 5), [], 5)))
+    heartbeat = answer(follower_of(node).prepare(prepare("a", 1, (1, 5), [], 5)))
     assert not installed.called and not heartbeat.called
     pool.run_all()
     assert installed.get()["ok"]

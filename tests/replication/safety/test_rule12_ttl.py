@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from kvd.node import NodeSettings
-from kvd.service import open_node, recover_store
+from kvd.replica import open_replica
 from kvd.store import expire_command, put_command
 from kvd.wal.layout import DataDir
+from kvd.wal.storage import recover_store
 from tests.replication.safety.support import lead, member, serve, submit
 from tests.replication.support import Answer, FakeLink, InlineReactor, answer, entry, prepare, put
+from tests.support import follower_of
 
 
 # Fails if: expire_command drops its `"prev": mod_revision` (an unconditional delete).
@@ -43,7 +45,7 @@ def test_rule12_a_new_leader_rearms_ttls_for_their_full_duration_on_its_own_cloc
     """Time spent as a follower does not count: the new leader waits the whole TTL."""
     node = member(tmp_path, reactor, "b")
     ttl_put = entry(1, 1, put_command(b"k", b"v", "w1", ttl=10))
-    answer(node.follower.prepare(prepare("a", 1, (0, 0), [ttl_put], 1))).get()
+    answer(follower_of(node).prepare(prepare("a", 1, (0, 0), [ttl_put], 1))).get()
     reactor.advance(8)
     assert node.rlog.last_index == 1, "a follower never expires keys itself"
     link = FakeLink("c")
@@ -60,15 +62,16 @@ def test_rule12_a_new_leader_rearms_ttls_for_their_full_duration_on_its_own_cloc
 # Smaller findings of the protocol review
 
 
-# Fails if: Node gives ExpiryScheduler its reactor instead of its clock.
+# Fails if: kvd.replica.assemble gives ExpiryScheduler the reactor instead of the clock.
 def test_rule12_ttls_run_on_the_monotonic_clock_not_the_wall_clock(tmp_path: Any) -> None:
     """An NTP step of the wall clock expires nothing; the monotonic clock decides."""
     from tests.support import InlinePool
 
     wall, monotonic = InlineReactor(), InlineReactor()
     data_dir = DataDir(str(tmp_path / "a"))
-    node, _ = open_node(wall, data_dir, recover_store(data_dir, "a"), NodeSettings(url="u"),
-                        True, pool=InlinePool(), clock=monotonic)
+    replica = open_replica(wall, data_dir, recover_store(data_dir, "a"), NodeSettings(url="u"),
+                           True, pool=InlinePool(), clock=monotonic)
+    node = replica.node
     started = Answer(node.become_standalone())
     wall.advance(0)
     assert started.called
@@ -79,4 +82,4 @@ def test_rule12_ttls_run_on_the_monotonic_clock_not_the_wall_clock(tmp_path: Any
     monotonic.advance(10)
     wall.advance(0)
     assert node.store.get(b"k") is None
-    node.rlog._writer.close()
+    replica.writer.close()

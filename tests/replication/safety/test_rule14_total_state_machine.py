@@ -17,6 +17,7 @@ from tests.replication.support import (
     put,
     reopen,
 )
+from tests.support import follower_of
 
 # Findings of the protocol review
 
@@ -28,7 +29,7 @@ def test_rule14_a_malformed_command_yields_an_error_result_and_the_entry_applies
     """A put with no key: the entry applies, later ones too, and so does a restart."""
     node = member(tmp_path, reactor, "b")
     bad = LogEntry(1, 1, [{"op": "put"}, put("k1")])
-    ack = answer(node.follower.prepare(prepare("a", 1, (0, 0), [bad, entry(1, 2)], 2))).get()
+    ack = answer(follower_of(node).prepare(prepare("a", 1, (0, 0), [bad, entry(1, 2)], 2))).get()
     assert ack["ok"]
     assert node.store.applied_index == 2 and node.store.revision == 2
     reactor.advance(LAZY_DELAY)  # the commit mark reaches the disk
