@@ -30,13 +30,8 @@ line had failed requests (non-2xx or socket errors) or a system could not run,
 from __future__ import annotations
 
 import argparse
-import base64
-import http.client
-import json
 import os
 import platform
-import re
-import resource
 import shlex
 import shutil
 import signal
@@ -45,10 +40,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -57,20 +50,32 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 if REPO_DIR not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, REPO_DIR)
 
-from wrk_report import WrkReportError, read_report  # noqa: E402
-
-from kvd.testing.cluster import Cluster  # noqa: E402
-from kvd.testing.process import KvdProcess, free_port, request, wait_for  # noqa: E402
-from kvd.testing.zookeeper import (  # noqa: E402
-    ZooKeeperNotInstalled,
-    ZooKeeperServer,
-    ZooKeeperStartError,
+from etcd_system import ETCD_INSTALL_HINT, EtcdSystem  # noqa: E402
+from harness import (  # noqa: E402
+    BUSY_CORES,
+    KEY_FORMAT,
+    RESULTS_DIR,
+    BenchError,
+    Conn,
+    Line,
+    System,
+    file_stamp,
+    read_wrk,
+    run_quiet,
+    run_wrk,
+    scrape_all,
+    stop_process,
+    value_for,
+    wait_quiet,
+    write_json,
+    wrk_binary,
+    wrk_command,
 )
+from kvd_system import KvdSystem  # noqa: E402
+from profiling import print_profile, profile_leader  # noqa: E402
 
-RESULTS_DIR = os.path.join(BENCH_DIR, "results")
-HOST = "127.0.0.1"
-KEY_FORMAT = "k{:015d}"  # 16 bytes, as in cluster_kvd.lua / cluster_etcd.lua
-ETCD_INSTALL_HINT = "install it with `apt-get install -y etcd-server`"
+from kvd.testing.process import wait_for  # noqa: E402
+from kvd.testing.zookeeper import ZooKeeperNotInstalled, ZooKeeperStartError  # noqa: E402
 
 #: etcd 3.4 on this machine, 100-byte values, measured before this script
 #: existed (req/s); shown beside this run's etcd figures as a sanity check.
@@ -83,13 +88,6 @@ REFERENCE_ETCD_RPS = {
 }
 #: kvd's target on every line: at least as fast as etcd.
 TARGET_RATIO = 1.0
-#: Flag a line when other processes kept more than this many cores busy.
-BUSY_CORES = 0.25
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(Exception):
-    """The benchmark could not run (a process would not start, wrk failed...)."""
 
 
 class NotInstalled(BenchError):
@@ -98,19 +96,6 @@ class NotInstalled(BenchError):
 
 class OutOfTime(BaseException):
     """The whole run went past its time budget (raised by SIGALRM)."""
-
-
-@dataclass(frozen=True)
-class Line:
-    """One row of the table: the same wrk settings against both systems."""
-
-    name: str
-    title: str
-    connections: int
-    threads: int
-    target: str  # "leader" or "follower"
-    kvd_mode: str  # cluster_kvd.lua MODE
-    etcd_mode: str  # cluster_etcd.lua MODE
 
 
 LINES = [
@@ -170,599 +155,16 @@ class WrkResult:
         return ", ".join(parts)
 
 
-
 def parse_wrk(result: WrkResult, output: str) -> WrkResult:
     """Fill ``result`` from wrk's text report (run with ``--latency``)."""
     result.output = output
-    try:
-        report = read_report(output, f"{result.system} {result.line}")
-    except WrkReportError as e:
-        raise BenchError(str(e)) from None
+    report = read_wrk(output, f"{result.system} {result.line}")
     for name, value in report.items():
         setattr(result, name, value)
     return result
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (all its threads); 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent not idle, summed over cores."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    guest = sum(values[8:10]) if len(values) > 9 else 0
-    return (sum(values) - idle - guest) / _TICK
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``; always reaps."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-# HTTP helpers (blocking, keep-alive)
-
-
-class Conn:
-    """One keep-alive HTTP/1.1 connection for loading and checking."""
-
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.host = url.split("://", 1)[1]
-        self.timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
-        for attempt in (1, 2):
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, timeout=self.timeout)
-            try:
-                self._conn.request(method, path, body=payload, headers=headers)
-                raw = self._conn.getresponse()
-                data = raw.read()
-            except (OSError, http.client.HTTPException):
-                self.close()
-                if attempt == 2:
-                    raise
-                continue
-            try:
-                return raw.status, json.loads(data) if data else None
-            except ValueError:
-                return raw.status, data
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-# The two systems
-
-
-class System:
-    """A 3-node cluster the benchmark can start, drive and stop."""
-
-    name = ""
-    script = ""
-
-    def __init__(self, workdir: str, value_bytes: int, extra_args: list[str]) -> None:
-        self.workdir = workdir
-        self.value_bytes = value_bytes
-        self.extra_args = extra_args
-
-    # Lifecycle
-    def start(self) -> None:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    # Topology
-    def leader_url(self) -> str:
-        raise NotImplementedError
-
-    def follower_url(self) -> str:
-        raise NotImplementedError
-
-    def leader_id(self) -> str:
-        raise NotImplementedError
-
-    def pids(self) -> dict[str, int]:
-        """role label -> pid of every server process (leader first)."""
-        raise NotImplementedError
-
-    # Data
-    def put(self, conn: Conn, key: str, value: str) -> None:
-        raise NotImplementedError
-
-    def count(self, url: str) -> int:
-        """Keys a local (stale/serializable) read on ``url`` sees."""
-        raise NotImplementedError
-
-    def read(self, url: str, key: str) -> str | None:
-        """One linearizable read through ``url``."""
-        raise NotImplementedError
-
-    def mode(self, line: Line) -> str:
-        raise NotImplementedError
-
-    def metrics_urls(self) -> dict[str, str]:
-        """role label (as in pids()) -> base URL serving Prometheus /metrics."""
-        return {}
-
-    def derive(self, before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
-               requests: int) -> dict[str, dict[str, float]]:
-        return {}
-
-
-class KvdSystem(System):
-    """ZooKeeper and ``kvd.testing.cluster.Cluster`` of 3 ``twistd kvd`` nodes."""
-
-    name = "kvd"
-    script = "cluster_kvd.lua"
-
-    def __init__(self, workdir: str, value_bytes: int, extra_args: list[str],
-                 session_timeout: float) -> None:
-        super().__init__(workdir, value_bytes, extra_args)
-        self.session_timeout = session_timeout
-        self.zookeeper: ZooKeeperServer | None = None
-        self.cluster: Cluster | None = None
-        self._leader: KvdProcess | None = None
-        self._follower: KvdProcess | None = None
-
-    def start(self) -> None:
-        # The session timeout must fit ZooKeeper's maximum, or ZooKeeper cuts it.
-        self.zookeeper = ZooKeeperServer(
-            os.path.join(self.workdir, "zookeeper"), host=HOST,
-            max_session_timeout_ms=int(max(20.0, 2 * self.session_timeout) * 1000),
-        )
-        self.zookeeper.start(timeout=90)
-        self.cluster = Cluster(os.path.join(self.workdir, "kvd"), self.zookeeper, size=3,
-                               name="bench", session_timeout=self.session_timeout,
-                               extra_args=list(self.extra_args))
-        # Cluster.start() would wait its whole timeout for a node that crashed.
-        for node in self.cluster.nodes:
-            node.start(wait=False)
-        deadline = time.monotonic() + 120
-        while not all(self._ready(node) for node in self.cluster.nodes):
-            if time.monotonic() > deadline:
-                raise BenchError("kvd nodes not ready within 120 s:\n"
-                                 + "\n".join(n.log_tail(10) for n in self.cluster.nodes))
-            time.sleep(0.1)
-        self.cluster.wait_leader(60)
-        self._pick_roles()
-        # Every node must serve and know the leader before we measure.
-        wait_for(lambda: all(self._role_of(n) in ("leader", "follower")
-                             for n in self.cluster.nodes), 60, "every kvd node in a role")
-
-    @staticmethod
-    def _ready(node: KvdProcess) -> bool:
-        assert node.proc is not None
-        if node.proc.poll() is not None:
-            raise BenchError(f"kvd node {node.url} exited with {node.proc.returncode}:\n"
-                             f"{node.log_tail(15)}")
-        try:
-            return node.ready()
-        except OSError:
-            return False
-
-    def _role_of(self, node: KvdProcess) -> str:
-        assert self.cluster is not None
-        return str(self.cluster.status(node).get("role"))
-
-    def _pick_roles(self) -> None:
-        assert self.cluster is not None
-        self._leader = self.cluster.wait_leader(60)
-        followers = [n for n in self.cluster.running() if n is not self._leader]
-        if not followers:
-            raise BenchError("the kvd cluster has no follower")
-        self._follower = followers[0]
-
-    def stop(self) -> None:
-        try:
-            if self.cluster is not None:
-                self.cluster.stop()
-        finally:
-            if self.zookeeper is not None:
-                self.zookeeper.stop()
-
-    def describe(self) -> dict[str, Any]:
-        assert self.cluster is not None
-        version = _run_quiet([sys.executable, "-c",
-                              "import importlib.metadata as m; print(m.version('kvd'))"])
-        return {
-            "version": version,
-            "nodes": [{"url": n.url, "pid": n.proc.pid if n.proc else None,
-                       "command": n.command()} for n in self.cluster.nodes],
-            "zookeeper": self.zookeeper.hosts if self.zookeeper else None,
-            "session_timeout": self.session_timeout,
-            "fsync": _kvd_fsync(self.extra_args),
-            "extra_args": self.extra_args,
-        }
-
-    def leader_url(self) -> str:
-        assert self._leader is not None
-        return self._leader.url
-
-    def follower_url(self) -> str:
-        assert self._follower is not None
-        return self._follower.url
-
-    def leader_id(self) -> str:
-        assert self.cluster is not None
-        leader = self.cluster.leader()
-        return leader.url if leader is not None else "none"
-
-    def pids(self) -> dict[str, int]:
-        assert self.cluster is not None and self._leader is not None
-        out: dict[str, int] = {}
-        for node in [self._leader, *[n for n in self.cluster.nodes if n is not self._leader]]:
-            if node.proc is None:
-                continue
-            role = "leader" if node is self._leader else (
-                "follower" if node is self._follower else "other")
-            out[f"{role}:{node.port}"] = node.proc.pid
-        if self.zookeeper is not None and self.zookeeper.pid is not None:
-            out["zookeeper"] = self.zookeeper.pid
-        return out
-
-    def put(self, conn: Conn, key: str, value: str) -> None:
-        status, body = conn.call("PUT", f"/api/v1/keys/{key}", {"value": value})
-        if status != 200:
-            raise BenchError(f"kvd PUT {key} answered {status}: {body!r}")
-
-    def count(self, url: str) -> int:
-        response = request(url, "GET", "/api/v1/keys?prefix=k&consistency=stale", timeout=10)
-        if response.status != 200:
-            raise BenchError(f"kvd scan on {url} answered {response.status}")
-        return int(response.body["count"])
-
-    def read(self, url: str, key: str) -> str | None:
-        response = request(url, "GET", f"/api/v1/keys/{key}", timeout=10)
-        return None if response.status != 200 else response.body.get("value")
-
-    def mode(self, line: Line) -> str:
-        return line.kvd_mode
-
-    def metrics_urls(self) -> dict[str, str]:
-        assert self.cluster is not None
-        by_port = {n.port: n.url for n in self.cluster.nodes}
-        return {role: by_port[int(role.split(":")[1])] for role in self.pids()
-                if ":" in role}
-
-    def derive(self, before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
-               requests: int) -> dict[str, dict[str, float]]:
-        return derive_kvd(before, after, requests)
-
-
-@dataclass
-class EtcdMember:
-    name: str
-    client_port: int
-    peer_port: int
-    data_dir: str
-    log_path: str
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"http://{HOST}:{self.peer_port}"
-
-
-class EtcdSystem(System):
-    """Three ``etcd`` members on loopback, one data dir each."""
-
-    name = "etcd"
-    script = "cluster_etcd.lua"
-
-    def __init__(self, workdir: str, value_bytes: int, extra_args: list[str],
-                 binary: str) -> None:
-        super().__init__(workdir, value_bytes, extra_args)
-        self.binary = binary
-        self.members: list[EtcdMember] = []
-        self._ids: dict[str, str] = {}  # member id -> name
-        self._leader: EtcdMember | None = None
-        self._follower: EtcdMember | None = None
-
-    def command(self, member: EtcdMember) -> list[str]:
-        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        return [
-            self.binary, "--name", member.name, "--data-dir", member.data_dir,
-            "--listen-client-urls", member.url, "--advertise-client-urls", member.url,
-            "--listen-peer-urls", member.peer_url,
-            "--initial-advertise-peer-urls", member.peer_url,
-            "--initial-cluster", cluster, "--initial-cluster-state", "new",
-            "--initial-cluster-token", f"kvd-bench-{os.getpid()}",
-            "--logger", "zap", "--log-level", "warn", *self.extra_args,
-        ]
-
-    def start(self) -> None:
-        root = os.path.join(self.workdir, "etcd")
-        for i in range(3):
-            member_dir = os.path.join(root, f"m{i}")
-            os.makedirs(member_dir, exist_ok=True)
-            self.members.append(EtcdMember(f"m{i}", free_port(HOST), free_port(HOST),
-                                           os.path.join(member_dir, "data"),
-                                           os.path.join(member_dir, "etcd.log")))
-        for member in self.members:
-            with open(member.log_path, "ab") as log:
-                member.proc = subprocess.Popen(
-                    self.command(member), stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True)
-        for member in self.members:
-            wait_for(lambda m=member: self._healthy(m), 60, f"etcd {member.name} /health")
-        wait_for(self._find_roles, 60, "an etcd leader")
-
-    def _healthy(self, member: EtcdMember) -> bool:
-        assert member.proc is not None
-        if member.proc.poll() is not None:
-            raise BenchError(f"etcd {member.name} exited with {member.proc.returncode}:\n"
-                             + _tail(member.log_path))
-        response = request(member.url, "GET", "/health", timeout=2)
-        return response.status == 200 and str(response.body.get("health")) == "true"
-
-    def _status(self, member: EtcdMember) -> dict[str, Any]:
-        response = request(member.url, "POST", "/v3/maintenance/status", {}, timeout=5)
-        if response.status != 200:
-            raise BenchError(f"etcd {member.name} status answered {response.status}")
-        return dict(response.body)
-
-    def _find_roles(self) -> bool:
-        leader_ids = set()
-        for member in self.members:
-            status = self._status(member)
-            self._ids[str(status["header"]["member_id"])] = member.name
-            leader_ids.add(str(status.get("leader", "0")))
-        if len(leader_ids) != 1 or "0" in leader_ids:
-            return False
-        leader_name = self._ids.get(leader_ids.pop())
-        if leader_name is None:
-            return False
-        self._leader = next(m for m in self.members if m.name == leader_name)
-        self._follower = next(m for m in self.members if m is not self._leader)
-        return True
-
-    def stop(self) -> None:
-        for member in self.members:
-            if member.proc is not None:
-                stop_process(member.proc)
-
-    def describe(self) -> dict[str, Any]:
-        version = _run_quiet([self.binary, "--version"])
-        return {
-            "version": version.splitlines()[0] if version else None,
-            "version_output": version,
-            "members": [{"name": m.name, "url": m.url, "pid": m.proc.pid if m.proc else None,
-                         "command": self.command(m)} for m in self.members],
-            "leader": self._leader.name if self._leader else None,
-            "follower": self._follower.name if self._follower else None,
-            "extra_args": self.extra_args,
-        }
-
-    def leader_url(self) -> str:
-        assert self._leader is not None
-        return self._leader.url
-
-    def follower_url(self) -> str:
-        assert self._follower is not None
-        return self._follower.url
-
-    def leader_id(self) -> str:
-        try:
-            status = self._status(self.members[0])
-        except Exception:
-            return "unknown"
-        return self._ids.get(str(status.get("leader")), str(status.get("leader")))
-
-    def pids(self) -> dict[str, int]:
-        assert self._leader is not None
-        out: dict[str, int] = {}
-        for member in [self._leader, *[m for m in self.members if m is not self._leader]]:
-            if member.proc is None:
-                continue
-            role = "leader" if member is self._leader else (
-                "follower" if member is self._follower else "other")
-            out[f"{role}:{member.name}"] = member.proc.pid
-        return out
-
-    def put(self, conn: Conn, key: str, value: str) -> None:
-        status, body = conn.call("POST", "/v3/kv/put", {"key": b64(key), "value": b64(value)})
-        if status != 200 or not isinstance(body, dict) or "header" not in body:
-            raise BenchError(f"etcd put {key} answered {status}: {body!r}")
-
-    def count(self, url: str) -> int:
-        response = request(url, "POST", "/v3/kv/range",
-                           {"key": b64("k"), "range_end": b64("l"), "count_only": True,
-                            "serializable": True}, timeout=10)
-        if response.status != 200:
-            raise BenchError(f"etcd count on {url} answered {response.status}")
-        return int(response.body.get("count", 0))
-
-    def read(self, url: str, key: str) -> str | None:
-        response = request(url, "POST", "/v3/kv/range", {"key": b64(key)}, timeout=10)
-        kvs = response.body.get("kvs") if response.status == 200 else None
-        return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
-
-    def mode(self, line: Line) -> str:
-        return line.etcd_mode
-
-    def metrics_urls(self) -> dict[str, str]:
-        by_name = {m.name: m.url for m in self.members}
-        return {role: by_name[role.split(":")[1]] for role in self.pids()}
-
-    def derive(self, before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
-               requests: int) -> dict[str, dict[str, float]]:
-        return derive_etcd(before, after, requests)
-
-
-def _kvd_fsync(extra_args: list[str]) -> str:
-    """The --fsync mode the extra options give kvd ("always" by default)."""
-    mode = "always"
-    for i, arg in enumerate(extra_args):
-        if arg == "--fsync" and i + 1 < len(extra_args):
-            mode = extra_args[i + 1]
-        elif arg.startswith("--fsync="):
-            mode = arg.split("=", 1)[1]
-    return mode
-
-
-# The nodes' own metrics, for per-request internals (best effort)
-
-_METRIC = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)")
-#: Metric families kept from /metrics (histogram buckets are dropped).
-WANTED_METRICS = (
-    "kvd_http_requests_total", "kvd_wal_batch_seconds_", "kvd_wal_batch_appends_",
-    "kvd_replication_round_seconds_", "kvd_replication_batch_commands_",
-    "etcd_disk_wal_fsync_duration_seconds_", "etcd_disk_backend_commit_duration_seconds_",
-    "etcd_server_proposals_committed_total", "etcd_network_peer_sent_bytes_total",
-)
-
-
-def scrape(url: str) -> dict[str, float]:
-    """Selected series of a Prometheus text page; {} if the node has none."""
-    try:
-        conn = http.client.HTTPConnection(url.split("://", 1)[1], timeout=5)
-        try:
-            conn.request("GET", "/metrics")
-            raw = conn.getresponse()
-            text = raw.read().decode("utf-8", "replace") if raw.status == 200 else ""
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException):
-        return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith(WANTED_METRICS) or "_bucket" in line:
-            continue
-        m = _METRIC.match(line)
-        if m:
-            try:
-                out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-            except ValueError:
-                continue
-    return out
-
-
-def scrape_all(system: System) -> dict[str, dict[str, float]]:
-    return {role: scrape(url) for role, url in system.metrics_urls().items()}
-
-
-def _delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
-    return after.get(name, 0.0) - before.get(name, 0.0)
-
-
-def _ratio(a: float, b: float, scale: float = 1.0, digits: int = 3) -> float | None:
-    return round(a / b * scale, digits) if b else None
-
-
-def derive_kvd(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
-               requests: int) -> dict[str, dict[str, float]]:
-    """Per node: WAL fsyncs, log entries and peer messages per client request."""
-    out: dict[str, dict[str, float]] = {}
-    for role, now in after.items():
-        was = before.get(role, {})
-        if not now:
-            continue
-        batches = _delta(was, now, "kvd_wal_batch_seconds_count")
-        entries = _delta(was, now, "kvd_replication_round_seconds_count")
-        figures: dict[str, Any] = {
-            "wal_fsyncs_per_request": _ratio(batches, requests),
-            "wal_fsync_mean_ms": _ratio(_delta(was, now, "kvd_wal_batch_seconds_sum"),
-                                        batches, 1000),
-            "wal_appends_per_fsync": _ratio(_delta(was, now, "kvd_wal_batch_appends_sum"),
-                                            batches),
-            "log_entries_per_request": _ratio(entries, requests),
-            "commands_per_log_entry": _ratio(
-                _delta(was, now, "kvd_replication_batch_commands_sum"), entries),
-            "propose_to_commit_mean_ms": _ratio(
-                _delta(was, now, "kvd_replication_round_seconds_sum"), entries, 1000),
-        }
-        peer: Counter[str] = Counter()
-        for series in now:
-            m = re.match(r'kvd_http_requests_total\{.*route="/peer/v1/([^"]+)"', series)
-            if m:
-                peer[m.group(1)] += _delta(was, now, series)
-        for route, count in sorted(peer.items()):
-            if count:
-                figures[f"peer_{route}_received_per_request"] = _ratio(count, requests)
-        out[role] = {k: v for k, v in figures.items() if v is not None}
-    return out
-
-
-def derive_etcd(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
-                requests: int) -> dict[str, dict[str, float]]:
-    """Per member: WAL fsyncs and backend commits per client request."""
-    out: dict[str, dict[str, float]] = {}
-    for role, now in after.items():
-        was = before.get(role, {})
-        if not now:
-            continue
-        fsyncs = _delta(was, now, "etcd_disk_wal_fsync_duration_seconds_count")
-        commits = _delta(was, now, "etcd_disk_backend_commit_duration_seconds_count")
-        sent = sum(_delta(was, now, k) for k in now
-                   if k.startswith("etcd_network_peer_sent_bytes_total"))
-        figures = {
-            "wal_fsyncs_per_request": _ratio(fsyncs, requests),
-            "wal_fsync_mean_ms": _ratio(
-                _delta(was, now, "etcd_disk_wal_fsync_duration_seconds_sum"), fsyncs, 1000),
-            "backend_commits_per_request": _ratio(commits, requests),
-            "peer_bytes_sent_per_request": _ratio(sent, requests, digits=1),
-        }
-        out[role] = {k: v for k, v in figures.items() if v is not None}
-    return out
-
-
 # Running
-
-
-def _run_quiet(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _tail(path: str, lines: int = 20) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def value_for(key: str, size: int) -> str:
-    return (key * (size // len(key) + 1))[:size]
 
 
 def populate(system: System, keys: int, value_bytes: int, budget: float) -> float:
@@ -796,31 +198,18 @@ def populate(system: System, keys: int, value_bytes: int, budget: float) -> floa
     return time.monotonic() - started
 
 
-def wait_quiet(ours: list[int], limit: float) -> float:
-    """Wait (up to ``limit`` s) until other processes keep < BUSY_CORES cores busy."""
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        busy, mine = machine_busy_seconds(), sum(cpu_seconds(p) for p in ours)
-        time.sleep(1.0)
-        other = (machine_busy_seconds() - busy) - (sum(cpu_seconds(p) for p in ours) - mine)
-        if other < BUSY_CORES:
-            break
-    return time.monotonic() - started
-
-
 class Runner:
     """Runs wrk lines against one system, keeping every child it starts."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.wrk = shutil.which("wrk") or "wrk"
+        self.wrk = wrk_binary()
         self._procs: list[subprocess.Popen[Any]] = []
 
     def wrk_command(self, system: System, line: Line, url: str, duration: float) -> list[str]:
-        return [self.wrk, "-t", str(line.threads), "-c", str(line.connections),
-                "-d", f"{duration:g}s", "--latency", "--timeout", f"{self.args.timeout:g}s",
-                "-s", os.path.join(BENCH_DIR, system.script), url, "--",
-                system.mode(line), str(self.args.keys), str(self.args.value_bytes)]
+        return wrk_command(self.wrk, line.threads, line.connections, f"{duration:g}s",
+                           f"{self.args.timeout:g}s", url, system.script,
+                           [system.mode(line), str(self.args.keys), str(self.args.value_bytes)])
 
     def run_line(self, system: System, line: Line, duration: float,
                  quiet: bool = False, wait: bool = True) -> WrkResult:
@@ -835,30 +224,18 @@ class Runner:
             wait_quiet(list(pids.values()), self.args.wait_quiet)
         leader_before = system.leader_id()
         metrics_before = scrape_all(system)
-        cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
-        busy_before, children_before = machine_busy_seconds(), children_cpu()
-        started = time.monotonic()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        self._procs.append(proc)
         try:
-            output, _ = proc.communicate(timeout=duration + self.args.timeout + 30)
+            run = run_wrk(cmd, pids, duration + self.args.timeout + 30, self._procs,
+                          tolerate_gone=True)
         except subprocess.TimeoutExpired:
             raise BenchError(f"wrk did not finish {line.name} on {system.name} in time") from None
-        finally:
-            stop_process(proc)  # a no-op once wrk has exited
-            if proc in self._procs:
-                self._procs.remove(proc)
-        elapsed = time.monotonic() - started
-        if proc.returncode != 0:
-            raise BenchError(f"wrk exited with {proc.returncode}:\n{output}")
-        parse_wrk(result, output)
-        result.server_cpu_s = {role: round(cpu_seconds(pid) - cpu_before[role], 3)
-                               for role, pid in pids.items()}
-        result.wrk_cpu_s = round(children_cpu() - children_before, 3)
-        busy = machine_busy_seconds() - busy_before
+        if run.returncode != 0:
+            raise BenchError(f"wrk exited with {run.returncode}:\n{run.output}")
+        parse_wrk(result, run.output)
+        result.server_cpu_s = {role: round(seconds, 3) for role, seconds in run.cpu_s.items()}
+        result.wrk_cpu_s = round(run.wrk_cpu_s, 3)
         used = sum(result.server_cpu_s.values()) + result.wrk_cpu_s
-        result.other_load_cores = round(max(0.0, busy - used) / elapsed, 3)
+        result.other_load_cores = round(max(0.0, run.machine_busy_s - used) / run.seconds, 3)
         if result.requests:
             result.cluster_cpu_us_per_request = round(
                 sum(result.server_cpu_s.values()) / result.requests * 1e6, 1)
@@ -874,177 +251,6 @@ class Runner:
     def stop_all(self) -> None:
         for proc in list(self._procs):
             stop_process(proc)
-
-
-def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
-    """tid -> (thread name, CPU seconds so far) of every thread of ``pid``."""
-    out: dict[str, tuple[str, float]] = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                data = f.read()
-        except OSError:
-            continue
-        name = data[data.index("(") + 1 : data.rindex(")")]
-        fields = data.rsplit(")", 1)[1].split()
-        out[tid] = (name, (int(fields[11]) + int(fields[12])) / _TICK)
-    return out
-
-
-def profile_leader(runner: Runner, system: KvdSystem, duration: float, stamp: str
-                   ) -> dict[str, Any]:
-    """py-spy the kvd leader during an extra (unreported) write_c32 run.
-
-    Two py-spy recorders sample the leader at once, 100 times a second, without
-    pausing it (``--nonblocking``): one records every thread (``--threads``),
-    whose main-thread samples outside the epoll wait say where the reactor's
-    wall-clock time goes (system calls and time spent preempted included); the
-    other keeps only samples holding the GIL (``--gil``), i.e. CPU spent
-    running Python code. /proc gives each thread's CPU over the same time.
-    """
-    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    if not os.path.exists(py_spy):
-        return {"error": "py-spy not installed: .venv/bin/pip install py-spy"}
-    pids = system.pids()
-    pid = pids[next(r for r in pids if r.startswith("leader"))]
-    line = next(x for x in LINES if x.name == "write_c32")
-    sample_s = max(1, int(duration) - 1)
-    paths = {view: os.path.join(RESULTS_DIR, f"cluster-vs-etcd-{stamp}-kvd-leader-{view}.folded")
-             for view in ("wall", "gil")}
-    commands = {view: [py_spy, "record", "--pid", str(pid), "--duration", str(sample_s),
-                       "--rate", "100", "--format", "raw", "--nonblocking", "--output", path,
-                       *(["--threads"] if view == "wall" else ["--gil"])]
-                for view, path in paths.items()}
-    print(f"  profiling the kvd leader (pid {pid}) under {line.name} for {sample_s} s ...",
-          flush=True)
-    box: dict[str, WrkResult] = {}
-
-    def load() -> None:
-        box["result"] = runner.run_line(system, line, duration + 1, quiet=True, wait=False)
-
-    if runner.args.wait_quiet > 0:
-        wait_quiet(list(pids.values()), runner.args.wait_quiet)
-    loader = threading.Thread(target=load, daemon=True)
-    loader.start()
-    spies: dict[str, subprocess.Popen[str]] = {}
-    outputs: dict[str, str] = {}
-    try:
-        time.sleep(0.5)  # let wrk connect first
-        before, started = thread_cpu(pid), time.monotonic()
-        for view, cmd in commands.items():
-            spies[view] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                           text=True)
-        for view, spy in spies.items():
-            outputs[view] = spy.communicate(timeout=sample_s + 30)[0]
-        after, elapsed = thread_cpu(pid), time.monotonic() - started
-        loader.join(duration + runner.args.timeout + 40)
-    finally:
-        for spy in spies.values():
-            stop_process(spy)
-    for view, spy in spies.items():
-        if spy.returncode != 0 or not os.path.exists(paths[view]):
-            return {"error": f"py-spy ({view}) failed ({spy.returncode}): "
-                             f"{outputs.get(view, '')[-2000:]}"}
-    result = box.get("result")
-    cores = {f"{after[t][0]} ({t})": round((after[t][1] - before.get(t, ("", 0.0))[1]) / elapsed,
-                                            3) for t in after}
-    return {
-        "wall": summarise_folded(paths["wall"], main_thread_only=True),
-        "gil": summarise_folded(paths["gil"], main_thread_only=False),
-        "raw": paths, "pid": pid, "commands": commands,
-        "rps_while_profiling": result.rps if result else None,
-        "errors_while_profiling": result.errors if result else None,
-        "thread_cores": dict(sorted(cores.items(), key=lambda kv: -kv[1])),
-        "process_cores": round(sum(cores.values()), 3),
-    }
-
-
-#: Leaf frames where a thread waits rather than computes (py-spy's own idle
-#: detection does not work with --nonblocking).
-IDLE_LEAVES = (
-    "Condition.wait (threading.py)",
-    "EpollSelector.select (selectors.py)",
-    "EPollReactor.doPoll (twisted/internet/epollreactor.py)",
-    "select (selectors.py)",
-)
-
-
-def _frame_name(frame: str) -> tuple[str, str]:
-    """``func (path/file.py:12)`` -> ("func (path/file.py)", "path/file.py")."""
-    m = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
-    if not m:
-        return frame, ""
-    return f"{m.group(1)} ({m.group(2)})", m.group(2)
-
-
-def _package(path: str) -> str:
-    """twisted/web/http.py -> twisted/web; json/decoder.py -> json; uuid.py -> uuid."""
-    parts = path.split("/")
-    if len(parts) == 1:
-        return parts[0].removesuffix(".py")
-    if parts[0] in ("twisted", "kvd") and len(parts) > 2:
-        return "/".join(parts[:2])
-    return parts[0]
-
-
-def summarise_folded(path: str, top: int = 30, main_thread_only: bool = True
-                     ) -> dict[str, Any]:
-    """Where the busy samples go, from py-spy raw output.
-
-    Lines are ``[thread (tid): name;]frame;frame... count``, outermost frame
-    first. Shares are percentages of the busy samples: idle leaves dropped,
-    and with ``main_thread_only`` (needs ``--threads``) those of the main
-    (reactor) thread only.
-    """
-    per_thread: Counter[str] = Counter()
-    idle_thread: Counter[str] = Counter()
-    self_fn: Counter[str] = Counter()
-    total_fn: Counter[str] = Counter()
-    self_pkg: Counter[str] = Counter()
-    busy = 0
-    with open(path, errors="replace") as f:
-        for raw in f:
-            stack, _, count_text = raw.rstrip("\n").rpartition(" ")
-            if not stack or not count_text.isdigit():
-                continue
-            count = int(count_text)
-            frames = stack.split(";")
-            thread = frames[0] if frames[0].startswith("thread ") else "?"
-            frames = frames[1:] if thread != "?" else frames
-            per_thread[thread] += count
-            names = [_frame_name(frame) for frame in frames if frame]
-            if not names:
-                continue
-            leaf, leaf_file = names[-1]
-            if leaf in IDLE_LEAVES:
-                idle_thread[thread] += count
-                continue
-            if main_thread_only and "MainThread" not in thread:
-                continue
-            busy += count
-            self_fn[leaf] += count
-            self_pkg[_package(leaf_file)] += count
-            for name in {n for n, _ in names}:
-                total_fn[name] += count
-
-    def share(counter: Counter[str], total: int, n: int = top) -> list[tuple[str, float]]:
-        return [(k, round(100.0 * v / total, 1)) for k, v in counter.most_common(n)] \
-            if total else []
-
-    # Frames under every busy sample (twistd's main, the reactor loop) say nothing.
-    inclusive = Counter({k: v for k, v in total_fn.items() if v < 0.9 * busy})
-    return {
-        "busy_samples": busy,
-        "threads": [(t, n, idle_thread[t]) for t, n in per_thread.most_common()],
-        "self": share(self_fn, busy),
-        "self_by_package": share(self_pkg, busy, 15),
-        "inclusive": share(inclusive, busy),
-    }
 
 
 # Report
@@ -1156,32 +362,6 @@ def print_internals(results: dict[str, dict[str, WrkResult]]) -> None:
         print("\n".join(rows))
 
 
-def print_profile(profile: dict[str, Any]) -> None:
-    if "error" in profile:
-        print(f"\nprofile: {profile['error']}")
-        return
-    rps = profile.get("rps_while_profiling") or 0.0
-    print(f"\nkvd leader under write_c32 ({rps:,.0f} req/s while sampled; the leader used "
-          f"{profile['process_cores']:.2f} cores)")
-    print("  CPU by thread (cores, from /proc):")
-    for name, cores in list(profile["thread_cores"].items())[:4]:
-        print(f"    {cores:5.2f}  {name}")
-    views = (
-        ("wall", "main (reactor) thread outside its epoll wait: wall-clock, system calls "
-                 "and preemption included"),
-        ("gil", "samples holding the GIL: CPU running Python code"),
-    )
-    for view, title in views:
-        summary = profile[view]
-        print(f"  {title} ({summary['busy_samples']} samples; {profile['raw'][view]}):")
-        for heading, key, n in (("self time by function", "self", 15),
-                                ("self time by package", "self_by_package", 10),
-                                ("inclusive time by function", "inclusive", 20)):
-            print(f"   {heading}:")
-            for name, pct in summary[key][:n]:
-                print(f"    {pct:5.1f}%  {name}")
-
-
 # Main
 
 
@@ -1277,7 +457,11 @@ def run_system(system: System, runner: Runner, args: argparse.Namespace, stamp: 
         if line.name in args.lines:
             results[line.name] = runner.run_line(system, line, args.duration)
     if args.profile and isinstance(system, KvdSystem):
-        info["profile"] = profile_leader(runner, system, args.duration, stamp)
+        line = next(x for x in LINES if x.name == "write_c32")
+        info["profile"] = profile_leader(
+            system, line.name,
+            lambda seconds: runner.run_line(system, line, seconds, quiet=True, wait=False),
+            args.duration, args.wait_quiet, args.timeout, stamp)
 
 
 class _Interrupted(BaseException):
@@ -1291,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotInstalled as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = file_stamp()
     names = [n for n in ("kvd", "etcd") if args.only in (None, n)]
     budget = budget_seconds(args, len(names))
 
@@ -1359,12 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "cluster-vs-etcd",
         "timestamp": stamp,
-        "kvd_git": {"commit": _run_quiet(["git", "-C", REPO_DIR, "rev-parse", "HEAD"]),
-                    "modified": _run_quiet(["git", "-C", REPO_DIR, "status", "--porcelain",
+        "kvd_git": {"commit": run_quiet(["git", "-C", REPO_DIR, "rev-parse", "HEAD"]),
+                    "modified": run_quiet(["git", "-C", REPO_DIR, "status", "--porcelain",
                                             "--", "kvd"]).splitlines()},
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                     "python": sys.version.split()[0],
-                    "wrk": _run_quiet(["wrk", "-v"]).splitlines()[:1]},
+                    "wrk": run_quiet(["wrk", "-v"]).splitlines()[:1]},
         "settings": {"duration_s": args.duration, "keys": args.keys,
                      "value_bytes": args.value_bytes, "wrk_timeout_s": args.timeout,
                      "warmup_s": args.warmup, "workdir": workdir,
@@ -1379,9 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         "failures": failures,
     }
     out = os.path.join(RESULTS_DIR, f"cluster-vs-etcd-{stamp}.json")
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    write_json(out, report)
     print(f"\nresults: {out}")
     if args.keep or errors or failures:
         print(f"data dirs and logs kept in {workdir}")

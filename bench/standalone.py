@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import random
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -37,27 +35,32 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from wrk_report import WrkReportError, read_report
+from harness import (
+    BENCH_DIR,
+    BUSY_CORES,
+    HOST,
+    KEY_FORMAT,
+    RESULTS_DIR,
+    BenchError,
+    file_stamp,
+    free_port,
+    proc_status,
+    read_wrk,
+    run_wrk,
+    stop_process,
+    value_for,
+    write_json,
+    wrk_binary,
+    wrk_command,
+)
+from kvd_system import node_pid, revision, standalone_node, stop_nodes
 
-from kvd.testing.process import KvdProcess, free_port, request, wait_for
-
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-RESULTS_DIR = os.path.join(BENCH_DIR, "results")
-HOST = "127.0.0.1"
+from kvd.testing.process import KvdProcess, request, wait_for
 
 #: Targets from the design: fsync'd writes vs the no-op ceiling, memory, restart.
 TARGET_WRITE_RATIO = 0.8
 TARGET_BYTES_PER_KEY = 300
 TARGET_RESTART_SECONDS = 5.0
-
-#: Flag a run when other processes used more than this many cores meanwhile.
-BUSY_CORES = 0.25
-
-KEY_FORMAT = "k{:015d}"  # 16 bytes, the same as load.lua / write.lua / read.lua
-
-
-class BenchError(Exception):
-    """The benchmark could not run (a process would not start, wrk failed)."""
 
 
 # wrk
@@ -91,14 +94,9 @@ class WrkResult:
         return self.non_2xx + sum(self.socket_errors.values())
 
 
-
 def parse_wrk(name: str, output: str) -> WrkResult:
     """Read wrk's text report (run with ``--latency``)."""
-    try:
-        report = read_report(output, name)
-    except WrkReportError as e:
-        raise BenchError(str(e)) from None
-    return WrkResult(name, output=output, **report)
+    return WrkResult(name, output=output, **read_wrk(output, name))
 
 
 class Runner:
@@ -108,7 +106,7 @@ class Runner:
         self.workdir = workdir
         self.threads = threads
         self.connections = connections
-        self.wrk = shutil.which("wrk") or "wrk"
+        self.wrk = wrk_binary()
         self._nodes: list[KvdProcess] = []
         self._procs: list[subprocess.Popen[Any]] = []
 
@@ -116,8 +114,7 @@ class Runner:
 
     def node(self, name: str, args: list[str]) -> KvdProcess:
         """A fresh standalone kvd node in its own directory, started and ready."""
-        node = KvdProcess(os.path.join(self.workdir, name), port=free_port(HOST),
-                          args=["--standalone", *args])
+        node = standalone_node(os.path.join(self.workdir, name), args)
         self._nodes.append(node)
         node.start(timeout=60)
         return node
@@ -125,7 +122,7 @@ class Runner:
     @contextmanager
     def noop_server(self, access_log: bool = False) -> Iterator[tuple[str, int]]:
         """Run bench/noop_server.py; yields its URL and pid."""
-        port = free_port(HOST)
+        port = free_port()
         log = os.path.join(self.workdir, f"noop-{port}.log")
         cmd = [sys.executable, os.path.join(BENCH_DIR, "noop_server.py"), "--port", str(port),
                "--interface", HOST, "--log", log]
@@ -145,52 +142,32 @@ class Runner:
             wait_for(up, 20, f"{url}/noop")
             yield url, proc.pid
         finally:
-            _stop(proc)
+            stop_process(proc)
 
     def stop_all(self) -> None:
         """Stop every node, server and wrk this run started (SIGTERM, then SIGKILL)."""
         for proc in self._procs:
-            _stop(proc)
-        for node in self._nodes:
-            try:
-                node.stop(timeout=15)
-            except Exception as e:  # keep stopping the others
-                print(f"warning: could not stop {node.url}: {e!r}", file=sys.stderr)
+            stop_process(proc)
+        stop_nodes(self._nodes)
 
     # wrk
 
     def _wrk_command(self, url: str, duration: str, script: str | None, args: list[str],
                      timeout: str) -> list[str]:
         """The wrk command line for one run; script arguments go after ``--``."""
-        cmd = [self.wrk, "-t", str(self.threads), "-c", str(self.connections), "-d", duration,
-               "--latency", "--timeout", timeout]
-        if script is not None:
-            cmd += ["-s", os.path.join(BENCH_DIR, script)]
-        cmd.append(url)
-        if args:
-            cmd += ["--", *args]
-        return cmd
+        return wrk_command(self.wrk, self.threads, self.connections, duration, timeout, url,
+                           script, args)
 
     def run_wrk(self, name: str, url: str, duration: int, server_pid: int,
                 script: str | None = None, args: list[str] | None = None) -> WrkResult:
         """One timed wrk run; its parsed report and the CPU it cost the server."""
         cmd = self._wrk_command(url, f"{duration}s", script, args or [], "10s")
         print(f"  {name}: {duration} s ...", end="", flush=True)
-        server_before, machine_before = cpu_seconds(server_pid), machine_busy_seconds()
-        children_before = _children_cpu()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        self._procs.append(proc)
-        try:
-            output, _ = proc.communicate(timeout=duration + 60)
-        finally:
-            _stop(proc)
-        server = cpu_seconds(server_pid) - server_before
-        machine = machine_busy_seconds() - machine_before
-        wrk_cpu = _children_cpu() - children_before
-        if proc.returncode != 0:
-            raise BenchError(f"wrk ({name}) exited with {proc.returncode}:\n{output}")
-        result = parse_wrk(name, output)
+        run = run_wrk(cmd, {"server": server_pid}, duration + 60, self._procs)
+        server, machine, wrk_cpu = run.cpu_s["server"], run.machine_busy_s, run.wrk_cpu_s
+        if run.returncode != 0:
+            raise BenchError(f"wrk ({name}) exited with {run.returncode}:\n{run.output}")
+        result = parse_wrk(name, run.output)
         result.command = cmd
         result.server_cpu_s = round(server, 3)
         result.wrk_cpu_s = round(wrk_cpu, 3)
@@ -225,7 +202,7 @@ class Runner:
                     finished = True
                     break
                 if time.monotonic() >= next_report:
-                    done = _revision(node)
+                    done = revision(node)
                     print(f"    {done:,} / {keys:,} keys after {time.monotonic() - started:.0f} s",
                           flush=True)
                     next_report += 15
@@ -235,74 +212,13 @@ class Runner:
                 proc.send_signal(signal.SIGINT)  # wrk prints its report on SIGINT
             output, _ = proc.communicate(timeout=30)
         finally:
-            _stop(proc)
+            stop_process(proc)
         result = parse_wrk(name, output)
         result.command = cmd
         return result, elapsed, finished
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent not idle, summed over cores."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    guest = sum(values[8:10]) if len(values) > 9 else 0  # already counted in user/nice
-    return (sum(values) - idle - guest) / _TICK
-
-
-def _children_cpu() -> float:
-    """CPU of every reaped child so far: around one wrk run, that wrk's CPU."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM, then SIGKILL after 10 s; reaps the process."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 # Measurements of a node
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in bytes."""
-    values: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                values[name] = int(rest.split()[0]) * 1024
-    return values
-
-
-def node_pid(node: KvdProcess) -> int:
-    """The pid of a started node (twistd -n does not fork)."""
-    assert node.proc is not None
-    return node.proc.pid
-
-
-def _revision(node: KvdProcess) -> int:
-    """The store revision, which after a load of unique keys is the number of keys."""
-    try:
-        return int(node.call("GET", "/healthz", timeout=5).headers.get("x-kvd-revision", 0))
-    except (OSError, ValueError):
-        return -1
 
 
 def settle_rss(node: KvdProcess, data_dir: str, limit: float = 60.0) -> dict[str, int]:
@@ -333,11 +249,6 @@ def dir_summary(data_dir: str) -> dict[str, Any]:
             "newest_bytes": os.path.getsize(os.path.join(path, names[-1])) if names else 0,
         }
     return summary
-
-
-def value_for(key: str, size: int) -> str:
-    """The value load.lua writes for ``key``: the key repeated, cut to ``size``."""
-    return (key * (size // len(key) + 1))[:size]
 
 
 def verify_keys(node: KvdProcess, keys: int, value_bytes: int, sample: int = 20) -> list[str]:
@@ -477,7 +388,7 @@ def memory_and_restart(runner: Runner, s: Settings, report: dict[str, Any]) -> N
     time.sleep(1.0)
     empty = proc_status(node_pid(node))
     loaded, elapsed, finished = runner.load(node, s.keys, s.value_bytes, s.load_budget)
-    stored = _revision(node)
+    stored = revision(node)
     print(f"  loaded {stored:,} keys in {elapsed:.1f} s ({stored / elapsed:,.0f} keys/s)"
           + ("" if finished else "  -- LOAD DID NOT FINISH WITHIN THE BUDGET"))
     just_loaded = proc_status(node_pid(node))
@@ -625,11 +536,8 @@ def table(report: dict[str, Any]) -> str:
 def write_results(report: dict[str, Any]) -> str:
     """Write the report as JSON under bench/results/; returns the path."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = os.path.join(RESULTS_DIR, f"standalone-{stamp}.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
-        f.write("\n")
+    path = os.path.join(RESULTS_DIR, f"standalone-{file_stamp()}.json")
+    write_json(path, report, sort_keys=True)
     return path
 
 
