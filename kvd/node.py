@@ -26,7 +26,8 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kvd.errors import BadRequest, NotReady, OutcomeUnknown
+from kvd.errors import BadRequest, InDoubt, NotReady
+from kvd.replication import messages
 from kvd.replication.leader import Leader, NotLeading, RefusedBatch
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import NotDelivered, PeerClient, PeerError
@@ -83,10 +84,13 @@ class Node:
         snapshotter: Callable[[Node], object] | None = None,
         on_fatal: Callable[[str], None] | None = None,
         observe_round: Callable[[int, float], None] | None = None,
+        defer_to_thread: Callable[..., Deferred[Any]] = deferToThread,
     ) -> None:
         """``peer`` reaches the leader (None: standalone); ``snapshotter`` takes a
         snapshot when the log has grown; ``on_fatal`` stops the process when the
-        node finds its state unsafe; ``observe_round`` sees every replication round."""
+        node finds its state unsafe; ``observe_round`` sees every replication round;
+        ``defer_to_thread`` decodes and writes snapshots off the reactor."""
+        self._defer_to_thread = defer_to_thread
         self.reactor = reactor
         #: Durations (TTLs, write deadlines, liveness): monotonic in production.
         self.clock = clock if clock is not None else reactor
@@ -170,7 +174,7 @@ class Node:
         leader, self.leader = self.leader, None
         for proposal in leader.stop():
             if not proposal.done.called:
-                proposal.done.errback(OutcomeUnknown(reason))
+                proposal.done.errback(InDoubt(reason))
 
     def looking(self, reason: str) -> None:
         """Not leading or syncing any more; the election may run. A node that
@@ -354,7 +358,7 @@ class Node:
         """The newest snapshot as on disk, with its (epoch, index); read off the reactor."""
         if self.data_dir is None:
             return succeed(None)
-        return deferToThread(snapshot.read_newest_raw, self.data_dir)
+        return self._defer_to_thread(snapshot.read_newest_raw, self.data_dir)
 
     async def read_snapshot_data(self, data: bytes) -> tuple[snapshot.Snapshot, Store]:
         """Decode a snapshot from a peer and build its store; nothing is written yet.
@@ -363,9 +367,9 @@ class Node:
         a bad one is refused before any promise, file or WAL record.
         """
         try:
-            decoded = await deferToThread(snapshot.decode, data)
+            decoded = await self._defer_to_thread(snapshot.decode, data)
             snapshot.check_meta(decoded.meta)
-            store = await deferToThread(Store.from_snapshot, decoded.store,
+            store = await self._defer_to_thread(Store.from_snapshot, decoded.store,
                                         history=self.store.history_limit, check=True)
         except Exception as e:
             raise ValueError(f"the snapshot does not read back ({e})") from None
@@ -375,7 +379,7 @@ class Node:
                                store: Store) -> None:
         """Make a checked snapshot our base and our store (safety rule 11)."""
         assert self.data_dir is not None
-        await deferToThread(snapshot.write_bytes, self.data_dir, decoded.index, data)
+        await self._defer_to_thread(snapshot.write_bytes, self.data_dir, decoded.index, data)
         await self.rlog.install_snapshot(decoded.epoch, decoded.index)
         self.adopt_snapshot_meta(decoded.meta)
         self.replace_store(store)
@@ -407,7 +411,7 @@ class Node:
         leader = self.leader_info
         if leader is None or self.peer is None or leader["node_id"] == self.node_id:
             raise NotReady("no leader is known right now; retry shortly")
-        d = self.peer.call(leader["peer_url"], "forward", {"commands": commands},
+        d = self.peer.call(leader["peer_url"], "forward", messages.forward(commands),
                            self.settings.write_timeout + 1)
 
         def failed(failure: Failure) -> None:
@@ -420,8 +424,8 @@ class Node:
                 message = body.get("message", "the leader refused the write")
                 if error.status == 503:
                     raise NotReady(message)
-                raise OutcomeUnknown(message)
-            raise OutcomeUnknown(f"forwarding to the leader failed after it was sent: "
+                raise InDoubt(message)
+            raise InDoubt(f"forwarding to the leader failed after it was sent: "
                                  f"{failure.getErrorMessage()}")
 
         d.addCallbacks(lambda answer: answer["results"], failed)

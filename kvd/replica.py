@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
 
 from kvd.node import Node, NodeSettings
 from kvd.replication.follower import Follower
@@ -49,13 +51,15 @@ def assemble(
     on_fatal: Callable[[str], None] | None = None,
     observe_round: Callable[[int, float], None] | None = None,
     clock: IReactorTime | None = None,
+    defer_to_thread: Callable[..., Deferred[Any]] = deferToThread,
 ) -> Replica:
     """The parts of a node over recovered state and its (started) WAL writer."""
     recovered, store, identity = outcome
     node = Node(reactor, identity, settings, store, ReplicatedLog(writer, recovered),
                 data_dir=data_dir, clock=clock, peer=peer,
                 snapshotter=Snapshotter(writer, data_dir, settings.log_tail),
-                on_fatal=on_fatal, observe_round=observe_round)
+                on_fatal=on_fatal, observe_round=observe_round,
+                defer_to_thread=defer_to_thread)
     if recovered.snapshot is not None:
         node.adopt_snapshot_meta(recovered.snapshot.meta)
     expiry = ExpiryScheduler(lambda: node.store, node.submit, node.clock)
@@ -79,8 +83,10 @@ def open_replica(
     pool: Any = None,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     clock: IReactorTime | None = None,
+    defer_to_thread: Callable[..., Deferred[Any]] = deferToThread,
 ) -> Replica:
     """A node over recovered state with a WAL writer of its own (tests, the stub)."""
     writer = open_writer(reactor, data_dir, outcome[0], fsync, pool=pool,
                          segment_bytes=segment_bytes)
-    return assemble(reactor, data_dir, outcome, writer, settings, clock=clock)
+    return assemble(reactor, data_dir, outcome, writer, settings, clock=clock,
+                    defer_to_thread=defer_to_thread)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from kvd.node import Node, NodeSettings
 from kvd.replica import Replica, open_replica
 from kvd.replication.follower import Follower
-from kvd.testing.inline import InlinePool, InlineReactor
+from kvd.testing.inline import InlinePool, InlineReactor, inline_defer_to_thread
 from kvd.wal.layout import DataDir
 from kvd.wal.storage import recover_store
 
-__all__ = ["InlinePool", "InlineReactor", "follower_of", "open_inline_node", "replica_of"]
+__all__ = ["InlinePool", "InlineReactor", "follower_of", "inline_defer_to_thread",
+           "open_inline_node", "replica_of"]
 
 #: The parts of every node a test opened, so that a test can reach a node's
 #: follower and a teardown can close its WAL.
@@ -30,12 +31,14 @@ def open_inline_node(
     path: str, reactor: InlineReactor, settings: NodeSettings | None = None, fsync: bool = True,
     segment_bytes: int = 16 * 1024 * 1024,
 ) -> Node:
-    """A standalone node on real files, driven synchronously by ``reactor``."""
+    """A standalone node on real files, driven synchronously by ``reactor``
+    (snapshots too are read and written on the calling thread)."""
     data_dir = DataDir(path)
     outcome = recover_store(data_dir, None)
     replica = open_replica(
         reactor, data_dir, outcome, settings or NodeSettings(url="http://127.0.0.1:1"),
         fsync, pool=InlinePool(), segment_bytes=segment_bytes,
+        defer_to_thread=inline_defer_to_thread,
     )
     _opened[replica.node] = replica
     node = replica.node

@@ -12,24 +12,18 @@ a ``KvdClient``::
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.web.resource import IResource, Resource
 
 from kvd.client.client import KvdClient
 from kvd.node import Node, NodeSettings
 from kvd.replica import open_replica
-from kvd.testing.inline import InlinePool, InlineReactor
+from kvd.testing.inline import InlinePool, InlineReactor, inline_defer_to_thread
 from kvd.wal.layout import DataDir
 from kvd.wal.storage import recover_store
 from kvd.web.public import ClientAPI
-
-
-def _inline(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-    return maybeDeferred(f, *args)
 
 
 class _ByHost(Resource):
@@ -55,13 +49,14 @@ class StubKvd:
         self.url = url
         data_dir = DataDir(str(path))
         replica = open_replica(self.reactor, data_dir, recover_store(data_dir, None),
-                               NodeSettings(url=url), fsync=False, pool=InlinePool())
+                               NodeSettings(url=url), fsync=False, pool=InlinePool(),
+                               defer_to_thread=inline_defer_to_thread)
         self.node: Node = replica.node
         self._writer = replica.writer
         started = self.node.become_standalone()
         self.reactor.advance(0)
         assert started.called, "a standalone node serves once its marker is durable"
-        self.api = ClientAPI(lambda: self.node, defer_to_thread=_inline)
+        self.api = ClientAPI(lambda: self.node, defer_to_thread=inline_defer_to_thread)
         host = url.split("://", 1)[1].split("/", 1)[0].encode()
         #: Other endpoints the stub answers for, by host:port (see ``answer_with``).
         self.resources: dict[bytes, IResource] = {host: self.api.resource()}

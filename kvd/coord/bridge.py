@@ -30,7 +30,6 @@ path is relative to the chroot, which is created on first connection.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar, cast
 
@@ -103,6 +102,8 @@ class _Reactor(Protocol):
     def callLater(
         self, delay: float, callable: Callable[..., object], *args: object, **kwargs: object
     ) -> IDelayedCall: ...
+
+    def seconds(self) -> float: ...
 
     def getThreadPool(self) -> ThreadPool: ...
 
@@ -707,7 +708,7 @@ class ZooKeeperService(Service):
     def _schedule_unreachable_warning(self, reset: bool) -> None:
         if reset or self._unreachable_call is None:
             self._cancel_unreachable_warning()
-            self._unreachable_since = time.monotonic()
+            self._unreachable_since = self._reactor.seconds()
             self._unreachable_delay = self._unreachable_after
             self._unreachable_call = self._reactor.callLater(
                 self._unreachable_delay, self._warn_unreachable
@@ -726,7 +727,7 @@ class ZooKeeperService(Service):
             "ZooKeeper at {zk_hosts} unreachable for {elapsed:.1f}s (state {state});"
             " still retrying",
             zk_hosts=self.servers,
-            elapsed=time.monotonic() - self._unreachable_since,
+            elapsed=self._reactor.seconds() - self._unreachable_since,
             state=self._state,
         )
         self._unreachable_delay = min(self._unreachable_delay * 2, 60.0)

@@ -18,7 +18,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kvd.commands import command_bytes
-from kvd.errors import OutcomeUnknown
+from kvd.errors import InDoubt
+from kvd.replication import messages
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.messages import MAX_BATCH_BYTES
 from kvd.store import Command, noop_command
@@ -129,11 +130,10 @@ class Leader:
         self.paused: str | None = None
         replicated_log.on_durable.append(self._local_durable)
 
-    def identity_message(self) -> dict[str, Any]:
+    def identity_message(self) -> messages.Sender:
         """The fields every message of this leader carries."""
-        return {"epoch": self.epoch, "node_id": self.node_id, "url": self.url,
-                "peer_url": self.peer_url,
-                "incarnation": self.incarnation}
+        return messages.sender(self.epoch, self.node_id, self.url, self.peer_url,
+                               self.incarnation)
 
     def start(self, extra: list[Command] | None = None) -> int:
         """Append this epoch's marker entry; returns its index."""
@@ -165,7 +165,7 @@ class Leader:
 
     def propose(self, commands: list[Command]) -> Deferred[list[dict[str, Any]]]:
         """Fires with the commands' results once committed and applied, or fails with
-        OutcomeUnknown after ``write_timeout``: it may still commit later.
+        InDoubt after ``write_timeout``: it may still commit later.
         """
         if not isinstance(commands, list) or not all(isinstance(c, dict) for c in commands):
             # Entry points validate commands; this keeps a bad one out of any batch.
@@ -194,7 +194,7 @@ class Leader:
                 if proposal.done.called:
                     continue
                 if proposal.deadline <= now:
-                    proposal.done.errback(OutcomeUnknown(
+                    proposal.done.errback(InDoubt(
                         f"not committed within {self.write_timeout:g}s; it may still commit"))
                 else:
                     pending += 1

@@ -1,6 +1,9 @@
 """
 The schema of every peer message, checked before a handler sees it.
 
+Senders build each message with its constructor below (``prepare``,
+``snapshot_chunk`` ...), typed as a ``TypedDict``.
+
 A peer message crosses a trust boundary: even with valid credentials (a bug,
 a mixed-version cluster, a stolen secret) a malformed one must be a 400 with
 nothing changed, never an exception half-way through a handler that has
@@ -11,7 +14,7 @@ unchanged or raises ``BadMessage`` naming the first field that is wrong.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 #: Epochs, indexes and revisions are stored as unsigned 64-bit but must stay
 #: below 2^63, so that "epoch + 1" never overflows an encoder (a forged
@@ -150,3 +153,77 @@ def check(name: str, message: Any) -> dict[str, Any]:
         raise BadMessage("a peer message must be a map")
     SCHEMAS[name](message)
     return message
+
+
+# The messages, as their senders build them: one constructor per message.
+
+
+class Sender(TypedDict):
+    """The fields every message of a leader or candidate carries: who sends it, for
+    which epoch, from which disk, and where to reach it."""
+
+    epoch: int
+    node_id: str
+    url: str
+    peer_url: str
+    incarnation: str
+
+
+class NewEpoch(Sender):
+    """A candidate asks for a promise of ``epoch`` and each voter's log position."""
+
+
+class Prepare(Sender):
+    """Entries after ``prev`` ([epoch, index]) and the leader's commit index."""
+
+    prev: list[int]
+    entries: list[list[Any]]
+    commit: int
+
+
+class SnapshotChunk(Sender):
+    """``data`` at ``offset`` of a snapshot of ``total`` bytes at (epoch, index)."""
+
+    snapshot_epoch: int
+    snapshot_index: int
+    offset: int
+    total: int
+    data: bytes
+
+
+#: A candidate copies the log of the voter with the most advanced one, from ``from`` on.
+Fetch = TypedDict("Fetch", {"epoch": int, "node_id": str, "incarnation": str, "from": int})
+
+
+class Forward(TypedDict):
+    """A follower hands client commands to the leader."""
+
+    commands: list[Any]
+
+
+def sender(epoch: int, node_id: str, url: str, peer_url: str, incarnation: str) -> Sender:
+    return {"epoch": epoch, "node_id": node_id, "url": url, "peer_url": peer_url,
+            "incarnation": incarnation}
+
+
+def new_epoch(by: Sender) -> NewEpoch:
+    return {**by}
+
+
+def prepare(by: Sender, prev: tuple[int, int], entries: list[list[Any]],
+            commit: int) -> Prepare:
+    return {**by, "prev": list(prev), "entries": entries, "commit": commit}
+
+
+def snapshot_chunk(by: Sender, snapshot_epoch: int, snapshot_index: int, offset: int,
+                   total: int, data: bytes) -> SnapshotChunk:
+    return {**by, "snapshot_epoch": snapshot_epoch, "snapshot_index": snapshot_index,
+            "offset": offset, "total": total, "data": data}
+
+
+def fetch(epoch: int, node_id: str, incarnation: str, first: int) -> Fetch:
+    return {"epoch": epoch, "node_id": node_id, "incarnation": incarnation, "from": first}
+
+
+def forward(commands: list[Any]) -> Forward:
+    return {"commands": commands}

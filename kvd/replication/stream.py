@@ -9,7 +9,7 @@ sends a heartbeat that carries the commit index.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kvd.replication import messages
 from kvd.replication.messages import MAX_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES
 from kvd.replication.peer import PeerClient, entries_to_wire
 
@@ -123,15 +124,12 @@ class FollowerStream:
             return
         prev = self.next_index - 1
         prev_epoch = self.rlog.epoch_at(prev)
+        assert prev_epoch is not None, "base_index < next_index <= last_index + 1"
         last = min(self.rlog.last_index, self.next_index + MAX_ENTRIES_PER_MESSAGE - 1)
         entries = _within_bytes(self.rlog.entries_between(self.next_index, last))
         commit = self.rlog.commit_index
-        message = {
-            **self.leader.identity_message(),
-            "prev": [prev_epoch, prev],
-            "entries": entries_to_wire(entries),
-            "commit": commit,
-        }
+        message = messages.prepare(self.leader.identity_message(), (prev_epoch, prev),
+                                   entries_to_wire(entries), commit)
         self._dispatch("prepare", message, MESSAGE_TIMEOUT, commit)
 
     def _send_snapshot(self) -> None:
@@ -155,9 +153,8 @@ class FollowerStream:
 
         def send_from(offset: int, epoch: int, index: int, data: bytes) -> Deferred[Any]:
             chunk = data[offset:offset + SNAPSHOT_CHUNK_BYTES]
-            message = {**self.leader.identity_message(), "snapshot_epoch": epoch,
-                       "snapshot_index": index, "offset": offset, "total": len(data),
-                       "data": chunk}
+            message = messages.snapshot_chunk(self.leader.identity_message(), epoch, index,
+                                              offset, len(data), chunk)
             assert self.url is not None
             d = self.peer.call(self.url, "snapshot", message, SNAPSHOT_TIMEOUT)
             end = offset + len(chunk)
@@ -174,7 +171,8 @@ class FollowerStream:
         d.addCallbacks(self._answered, self._failed, callbackArgs=(seq, -1),
                        errbackArgs=(seq,))
 
-    def _dispatch(self, name: str, message: dict[str, Any], timeout: float, commit: int) -> None:
+    def _dispatch(self, name: str, message: Mapping[str, Any], timeout: float,
+                  commit: int) -> None:
         self._inflight = True
         self._want_send = False
         self.sent_seq += 1

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
+from kvd.replication import messages
 from kvd.replication.follower import Follower
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import PeerClient, entries_from_wire
@@ -87,8 +88,8 @@ async def synchronise(
     answers: dict[str, dict[str, Any]] = {}
     if not node.torn_unacked:
         answers[node.node_id] = {"last": list(rlog.last), "commit_index": rlog.commit_index}
-    message = {"epoch": epoch, "node_id": node.node_id, "url": node.url,
-               "peer_url": node.peer_url, "incarnation": node.identity.incarnation}
+    message = messages.new_epoch(messages.sender(epoch, node.node_id, node.url, node.peer_url,
+                                                 node.identity.incarnation))
     others = [v for v in voters if v != node.node_id]
     calls: list[Deferred[Any]] = []
     for voter in others:
@@ -141,10 +142,8 @@ async def _fetch_log(node: Candidate, follower: Follower, epoch: int, url: str,
     rlog = node.rlog
     first = rlog.commit_index + 1
     while rlog.last < target:
-        reply = await peer.call(url, "fetch", {"from": first, "epoch": epoch,
-                                               "node_id": node.node_id,
-                                               "incarnation": node.identity.incarnation},
-                                FETCH_TIMEOUT)
+        reply = await peer.call(url, "fetch", messages.fetch(
+            epoch, node.node_id, node.identity.incarnation, first), FETCH_TIMEOUT)
         _still_candidate(node, epoch)
         if not reply.get("ok"):
             raise SyncFailed(f"fetch from {url} refused: {reply.get('reject')}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -29,3 +30,8 @@ class InlineReactor(Clock):
 
     def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
         f(*a, **kw)
+
+
+def inline_defer_to_thread(f: Callable[..., Any], *a: Any, **kw: Any) -> Deferred[Any]:
+    """``deferToThread`` without threads: run ``f`` at once on the calling thread."""
+    return maybeDeferred(f, *a, **kw)

@@ -116,10 +116,10 @@ class PeerAPI:
         except messages.BadMessage as e:
             raise errors.BadRequest(f"bad {name} message: {e}") from None
 
-    @app.handle_errors(errors.KvdError)
+    @app.handle_errors(errors.ApiError)
     def _error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
-        assert isinstance(error, errors.KvdError)
+        assert isinstance(error, errors.ApiError)
         return self._reply(request, error.status, {"code": error.code, "message": error.message})
 
     @app.handle_errors(messages.BadMessage)

@@ -132,10 +132,10 @@ class ClientAPI:
                 request.setHeader(b"X-Kvd-Leader", node.leader_info["url"].encode())
         return dumps(body)
 
-    @app.handle_errors(errors.KvdError)
+    @app.handle_errors(errors.ApiError)
     def _kvd_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
-        assert isinstance(error, errors.KvdError)
+        assert isinstance(error, errors.ApiError)
         if error.status == 503:
             request.setHeader(b"Retry-After", b"1")
         elif error.status == 401:
@@ -166,7 +166,7 @@ class ClientAPI:
         if allowed:
             request.setHeader(b"Allow", ", ".join(allowed).encode())
             method = request.method.decode("ascii", "replace")
-            error: errors.KvdError = errors.MethodNotAllowed(
+            error: errors.ApiError = errors.MethodNotAllowed(
                 f"{method} is not allowed on this path")
         else:
             error = errors.NotFound(f"no such path: {request.path.decode('utf-8', 'replace')}")
@@ -175,7 +175,7 @@ class ClientAPI:
     @app.handle_errors(Exception)
     def _bug(self, request: IRequest, failure: Failure) -> bytes:
         log.failure("Unexpected error serving {path}", failure, path=request.path)
-        return self._respond(request, 500, errors.KvdError("internal error").as_json())
+        return self._respond(request, 500, errors.ApiError("internal error").as_json())
 
     def _body(self, request: IRequest, required: bool = True) -> Any:
         length = request.getHeader(b"content-length")
@@ -369,7 +369,7 @@ class ClientAPI:
             )
         if result.get("error") == "not_found":
             raise errors.KeyNotFound(f"key not found: {key}", key=key)
-        raise errors.KvdError(f"unexpected result {result!r}")
+        raise errors.ApiError(f"unexpected result {result!r}")
 
     @app.route("/api/v1/keys/<key:key>", methods=["GET"])
     async def get(self, request: IRequest, key: str) -> bytes:

@@ -17,7 +17,6 @@ import pytest
 from kazoo.exceptions import ConnectionLoss
 from twisted.internet.defer import ensureDeferred
 
-from kvd import node as node_module
 from kvd.config import NodeConfig
 from kvd.coord.cluster import QUORUM_GRACE_SECONDS, ClusterCoordinator
 from kvd.node import Node, Role
@@ -27,7 +26,6 @@ from tests.replication.support import (
     Peers,
     close_all,
     follower_of,
-    inline_defer_to_thread,
     open_member,
 )
 
@@ -35,8 +33,7 @@ ROOT = "/kvd/c"
 
 
 @pytest.fixture(autouse=True)
-def no_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(node_module, "deferToThread", inline_defer_to_thread)
+def close_wals() -> Iterator[None]:
     yield
     close_all()
 

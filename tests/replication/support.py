@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 from kvd.node import Node, NodeSettings
@@ -16,7 +16,14 @@ from kvd.wal import record
 from kvd.wal.layout import DataDir
 from kvd.wal.record import LogEntry
 from kvd.wal.storage import recover_store
-from tests.support import InlinePool, InlineReactor, _opened, follower_of, replica_of
+from tests.support import (
+    InlinePool,
+    InlineReactor,
+    _opened,
+    follower_of,
+    inline_defer_to_thread,
+    replica_of,
+)
 
 __all__ = [
     "Answer", "FakeLink", "InlinePool", "InlineReactor", "ManualPool", "Peers",
@@ -56,11 +63,6 @@ class ManualPool:
         return ran
 
 
-def inline_defer_to_thread(f: Callable[..., Any], *a: Any, **kw: Any) -> Deferred[Any]:
-    """``deferToThread`` without the global reactor: run at once on this thread."""
-    return maybeDeferred(f, *a, **kw)
-
-
 def close_all() -> None:
     """Close the WAL of every node opened since the last call."""
     while _opened:
@@ -74,11 +76,13 @@ def open_member(
     pool: Any = None,
     fsync: bool = True,
 ) -> Node:
-    """A cluster node (role ``looking``) on real files in ``path``, as the service opens it."""
+    """A cluster node (role ``looking``) on real files in ``path``, as the service opens
+    it; snapshots are read and written on the calling thread."""
     data_dir = DataDir(path)
     outcome = recover_store(data_dir, node_id)
     replica = open_replica(reactor, data_dir, outcome, NodeSettings(url=f"http://{node_id}"),
-                           fsync, pool=pool if pool is not None else InlinePool())
+                           fsync, pool=pool if pool is not None else InlinePool(),
+                           defer_to_thread=inline_defer_to_thread)
     _opened[replica.node] = replica
     return replica.node
 

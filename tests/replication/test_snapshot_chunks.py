@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from twisted.internet.defer import succeed
 
-from kvd import node as node_module
 from kvd.node import Node
 from kvd.replication import messages, stream
 from kvd.replication.stream import FollowerStream, _within_bytes
@@ -20,7 +19,6 @@ from tests.replication.support import (
     answer,
     close_all,
     entry,
-    inline_defer_to_thread,
     member_of,
     message,
     put,
@@ -40,9 +38,7 @@ def send(node: Node, snap: LogEntry, data: bytes, offset: int, chunk: bytes,
 
 
 @pytest.fixture
-def follower(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
-    # Snapshots are read back and written on the calling thread.
-    monkeypatch.setattr(node_module, "deferToThread", inline_defer_to_thread)
+def follower(tmp_path: Any) -> Iterator[Node]:
     node = member_of(str(tmp_path), InlineReactor(), "b", ("a", "b", "c"))
     yield node
     close_all()
@@ -126,7 +122,6 @@ def test_the_peer_body_limit_holds_the_largest_prepare_and_chunk() -> None:
 # gets the rest, so it never installs).
 def test_the_leader_sends_a_snapshot_chunk_after_chunk_until_it_is_installed(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(node_module, "deferToThread", inline_defer_to_thread)
     monkeypatch.setattr(stream, "SNAPSHOT_CHUNK_BYTES", 64)
     reactor = InlineReactor()
     leader_node = member(tmp_path, reactor, "a")

@@ -24,7 +24,7 @@ def test_a_write_without_a_quorum_times_out_as_outcome_unknown(tmp_path: Any) ->
     reactor.advance(1.5)
     assert outcomes == []
     reactor.advance(1.0)
-    assert isinstance(outcomes[0], Failure) and outcomes[0].check(errors.OutcomeUnknown)
+    assert isinstance(outcomes[0], Failure) and outcomes[0].check(errors.InDoubt)
     assert outcomes[0].value.as_json()["error"]["outcome"] == "unknown"
     # It was proposed: once a quorum holds it, it commits after all.
     node.leader.write_quorum = 1

@@ -18,15 +18,6 @@ from tests.support import InlineReactor, follower_of, open_inline_node
 AUTH = PeerAuth(b"a test secret of enough bytes")
 
 
-@pytest.fixture(autouse=True)
-def no_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Snapshots from peers are decoded on the calling thread here."""
-    from kvd import node as node_module
-    from tests.replication.support import inline_defer_to_thread
-
-    monkeypatch.setattr(node_module, "deferToThread", inline_defer_to_thread)
-
-
 def post(treq: StubTreq, route: str, body: Any, auth: PeerAuth | None = AUTH,
          raw: bytes | None = None) -> tuple[int, Any]:
     path = f"{PEER_PREFIX}/{route}"

@@ -6,15 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from kvd import node as node_module
-from tests.replication.support import InlineReactor, close_all, inline_defer_to_thread
+from tests.replication.support import InlineReactor, close_all
 
 
 @pytest.fixture(autouse=True)
-def no_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Snapshot files are read and written on the calling thread; WALs closed after."""
-    # Snapshot files are read and installed through the node only.
-    monkeypatch.setattr(node_module, "deferToThread", inline_defer_to_thread)
+def close_wals() -> Iterator[None]:
+    """Every node's WAL is closed after its test."""
     yield
     close_all()
 

@@ -8,7 +8,7 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from kvd import node as node_module
-from kvd.errors import NotReady, OutcomeUnknown
+from kvd.errors import InDoubt, NotReady
 from kvd.node import Role
 from kvd.replication.sync import HigherEpoch
 from kvd.wal.layout import DataDir
@@ -111,7 +111,7 @@ def test_rule1_promising_a_higher_epoch_stops_leading_and_pending_writes_answer_
     assert not vote.called
     assert write.called and write.failure is not None
     error = write.failure.value
-    assert isinstance(error, OutcomeUnknown) and error.status == 504
+    assert isinstance(error, InDoubt) and error.status == 504
     assert error.as_json()["error"]["outcome"] == "unknown"
     assert node.leader is None and node.role == Role.LOOKING
     pool.run_all()
@@ -138,7 +138,7 @@ def test_rule1_a_follower_reporting_a_higher_promise_stops_the_leader(
     stream.start()
     assert peers.sent("prepare") == ["http://b"]
     assert node.leader is None
-    assert write.failure is not None and isinstance(write.failure.value, OutcomeUnknown)
+    assert write.failure is not None and isinstance(write.failure.value, InDoubt)
 
 
 # Fails if: Follower._still_promised always returns None.

@@ -7,7 +7,7 @@ from typing import Any
 from twisted.internet.defer import fail
 from twisted.internet.error import ConnectionLost
 
-from kvd.errors import NotReady, OutcomeUnknown
+from kvd.errors import InDoubt, NotReady
 from kvd.node import Role
 from kvd.replication.peer import NotDelivered
 from tests.replication.safety.support import install, member, snapshot_of, submit
@@ -64,7 +64,7 @@ def test_rule9_a_forward_that_fails_after_it_was_sent_answers_504(
     node.peer = peers  # type: ignore[assignment]
     peers.handlers["http://a"] = lambda name, body: fail(ConnectionLost("reset"))
     lost = Answer(node.submit([put("k")]))
-    assert lost.failure is not None and isinstance(lost.failure.value, OutcomeUnknown)
+    assert lost.failure is not None and isinstance(lost.failure.value, InDoubt)
     assert lost.failure.value.status == 504
     peers.handlers["http://a"] = lambda name, body: fail(NotDelivered("refused"))
     refused = Answer(node.submit([put("k")]))
@@ -75,7 +75,7 @@ def test_rule9_a_forward_that_fails_after_it_was_sent_answers_504(
 # Rule 9: a forward that fails after it was sent answers 504
 
 
-# Fails if: Node._forward answers NotReady for a leader's 504 (`raise OutcomeUnknown(message)`
+# Fails if: Node._forward answers NotReady for a leader's 504 (`raise InDoubt(message)`
 # -> `raise NotReady(message)`).
 def test_rule9_a_leaders_504_to_a_forward_stays_a_504(
     tmp_path: Any, reactor: InlineReactor
@@ -89,4 +89,4 @@ def test_rule9_a_leaders_504_to_a_forward_stays_a_504(
     peers.handlers["http://a"] = lambda name, body: fail(PeerError(504, {
         "code": "outcome_unknown", "message": "not committed within 5s"}))
     lost = Answer(node.submit([put("k")]))
-    assert lost.failure is not None and isinstance(lost.failure.value, OutcomeUnknown)
+    assert lost.failure is not None and isinstance(lost.failure.value, InDoubt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvd.errors import OutcomeUnknown
+from kvd.errors import InDoubt
 from tests.replication.safety.support import lead, member, serve, submit
 from tests.replication.support import Answer, FakeLink, InlineReactor, put
 
@@ -27,7 +27,7 @@ def test_rule13_quorum_seen_since_is_the_wth_most_recent_voter_answer(
     assert leader.quorum_seen_since() == 0.0, "fewer voters than W: never had a quorum"
 
 
-# Fails if: Node.step_down fails pending writes with NotReady (503) instead of OutcomeUnknown.
+# Fails if: Node.step_down fails pending writes with NotReady (503) instead of InDoubt.
 def test_rule13_stepping_down_answers_writes_in_flight_504(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
@@ -40,5 +40,5 @@ def test_rule13_stepping_down_answers_writes_in_flight_504(
     queued = Answer(node.submit([put("queued")]))  # not even batched yet
     node.step_down("ZooKeeper session SUSPENDED")
     for write in (queued, proposed):
-        assert write.failure is not None and isinstance(write.failure.value, OutcomeUnknown)
+        assert write.failure is not None and isinstance(write.failure.value, InDoubt)
     assert link.stopped
