@@ -14,9 +14,10 @@ import msgpack
 import treq
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 
+from kvd.quietagent import quiet_agent
 from kvd.replication.messages import BadMessage
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
 from kvd.replication.peerauth import NoSecret, PeerAuth
@@ -72,12 +73,6 @@ def _check_decodes(entry: LogEntry) -> None:
         raise BadMessage(f"entry {entry.index} is not a list of commands")
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    """No "Starting factory" log line for every new peer connection."""
-
-    noisy = False
-
-
 class PeerClient:
     """Calls to other nodes' peer API."""
 
@@ -85,13 +80,10 @@ class PeerClient:
                  tls: IPolicyForHTTPS | None = None) -> None:
         self._reactor = reactor
         self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool._factory = _QuietClientFactory
         # At least the fan-out concurrency: streams, reads and forwards at once.
         self.pool.maxPersistentPerHost = max_per_host
         self.pool.cachedConnectionTimeout = 60
-        agent = Agent(reactor, pool=self.pool) if tls is None else Agent(
-            reactor, contextFactory=tls, pool=self.pool)
-        self._client = treq.client.HTTPClient(agent)
+        self._client = treq.client.HTTPClient(quiet_agent(reactor, self.pool, tls))
         self._auth = auth
 
     def call(self, url: str, message: str, body: Any, timeout: float) -> Deferred[Any]:

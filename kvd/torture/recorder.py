@@ -37,8 +37,9 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.client import HTTPConnectionPool
 
+from kvd.quietagent import quiet_agent
 from kvd.torture.checker import CAS, FAIL, GET, MISMATCH, OK, PUT, UNKNOWN, Operation
 
 log = Logger()
@@ -90,12 +91,6 @@ class Answer:
         return f"{self.status} {json.dumps(self.body)[:200]}"
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    """No "Starting factory" log line per client connection."""
-
-    noisy = False
-
-
 def never_connected(error: BaseException | None) -> bool:
     """Whether a failed exchange certainly never reached the server (no TCP connection)."""
     return isinstance(error, ConnectError | DNSLookupError)
@@ -137,10 +132,9 @@ class Recorder:
         self._stopping = False
         self._workers: list[Deferred[None]] = []
         self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool._factory = _QuietClientFactory
         self.pool.maxPersistentPerHost = max(2, workload.clients)
         self.pool.cachedConnectionTimeout = 30
-        self.http = treq.client.HTTPClient(Agent(reactor, connectTimeout=2, pool=self.pool))
+        self.http = treq.client.HTTPClient(quiet_agent(reactor, self.pool, connect_timeout=2))
 
     def now(self) -> float:
         """Seconds since the run's origin (monotonic)."""
