@@ -388,7 +388,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--etcd-args", default="", help="extra etcd options")
     parser.add_argument("--etcd-binary", default=None, help="etcd executable (default: PATH)")
     parser.add_argument("--profile", action="store_true",
-                        help="after kvd's lines, py-spy the leader under write_c32")
+                        help="after kvd's lines, py-spy the leader under --profile-line")
+    parser.add_argument("--profile-line", default="write_c32",
+                        help="the line run while profiling (default write_c32)")
     parser.add_argument("--workdir", default=None,
                         help="parent of the temporary directory (default: $TMPDIR)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -457,7 +459,7 @@ def run_system(system: System, runner: Runner, args: argparse.Namespace, stamp: 
         if line.name in args.lines:
             results[line.name] = runner.run_line(system, line, args.duration)
     if args.profile and isinstance(system, KvdSystem):
-        line = next(x for x in LINES if x.name == "write_c32")
+        line = next(x for x in LINES if x.name == args.profile_line)
         info["profile"] = profile_leader(
             system, line.name,
             lambda seconds: runner.run_line(system, line, seconds, quiet=True, wait=False),

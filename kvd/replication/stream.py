@@ -111,9 +111,13 @@ class FollowerStream:
         self._schedule(COMMIT_DELAY_SECONDS)
 
     def _schedule(self, delay: float) -> None:
+        self._cancel_timer()
+        self._timer = self.reactor.callLater(delay, self.wake, True)
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        self._timer = self.reactor.callLater(delay, self.wake, True)
+        self._timer = None
 
     def _send(self) -> None:
         if self.url is None:
@@ -176,6 +180,10 @@ class FollowerStream:
         self._inflight = True
         self._want_send = False
         self.sent_seq += 1
+        # This message carries the newest commit index and counts as a heartbeat:
+        # a timer set for either would only send a redundant one after it
+        # (its answer, or its failure, schedules what comes next).
+        self._cancel_timer()
         assert self.url is not None
         d = self.peer.call(self.url, name, message, timeout)
         d.addCallbacks(self._answered, self._failed, callbackArgs=(self.sent_seq, commit),

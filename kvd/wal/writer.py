@@ -155,8 +155,16 @@ class WalWriter:
             self._observe_batch(len(batch), elapsed)
         for item in batch:
             item.done.callback(None)
-        if (self._pending or self._lazy) and not self._writing:
+        if self._writing:
+            return
+        if self._pending:
             self._flush()
+        elif self._lazy and self._lazy_timer is None:
+            # Marks made by the callbacks above (a follower's new commit index)
+            # wait for the next append, as ``append_lazy`` promises, instead of
+            # costing a write of their own after every batch.
+            self._lazy_timer = cast(IReactorTime, self._reactor).callLater(
+                LAZY_DELAY, self._flush_lazy)
 
     def _write_failed(self, failure: Failure, batch: list[_Append]) -> None:
         # Never retry a failed fsync: the page cache may have dropped the data.
