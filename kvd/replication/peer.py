@@ -12,9 +12,11 @@ from typing import Any
 
 import msgpack
 import treq
+from hyperlink import EncodedURL
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 
 from kvd.quietagent import quiet_agent
@@ -84,6 +86,7 @@ class PeerClient:
         self.pool.maxPersistentPerHost = max_per_host
         self.pool.cachedConnectionTimeout = 60
         self._client = treq.client.HTTPClient(quiet_agent(reactor, self.pool, tls))
+        self._urls: dict[tuple[str, str], EncodedURL] = {}
         self._auth = auth
 
     def call(self, url: str, message: str, body: Any, timeout: float) -> Deferred[Any]:
@@ -94,9 +97,13 @@ class PeerClient:
             mac = self._auth.sign_request(path.encode(), data)
         except NoSecret as e:
             return fail(NotDelivered(str(e)))
-        headers: dict[bytes | str, list[bytes | str]] = {b"Content-Type": [MSGPACK],
-                                                         AUTH_HEADER: [mac]}
-        d = self._client.post(f"{url}{path}", data=data, headers=headers)
+        headers = Headers({b"Content-Type": [MSGPACK], AUTH_HEADER: [mac]})
+        target = self._urls.get((url, message))
+        if target is None:
+            # Parsed once per peer and message: treq would parse the text every call.
+            target = self._urls[(url, message)] = EncodedURL.from_text(f"{url}{path}")
+        # A peer never redirects; following one would send a signed body elsewhere.
+        d = self._client.post(target, data=data, headers=headers, allow_redirects=False)
 
         def read(response: Any) -> Deferred[Any]:
             content = response.content()
