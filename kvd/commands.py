@@ -16,16 +16,20 @@ from kvd import errors
 from kvd.auth.state import command_problem as auth_problem
 
 #: Operations a client may send (directly or through a forward).
-CLIENT_OPS = frozenset({"put", "del", "txn", "auth"})
+CLIENT_OPS = frozenset({"put", "del", "txn", "auth", "lease_grant", "lease_revoke",
+                        "lease_keepalive"})
+LEASE_OPS = frozenset({"lease_grant", "lease_revoke", "lease_keepalive"})
 #: Operations only a leader itself appends (its marker, the voter set).
 LEADER_OPS = frozenset({"noop", "config"})
 
-TARGETS = frozenset({"value", "revision", "create_revision", "version", "exists"})
+TARGETS = frozenset({"value", "revision", "create_revision", "version", "exists", "lease"})
 COMPARISONS = frozenset({"==", "!=", "<", ">"})
-TXN_OPS = frozenset({"put", "del", "get"})
+TXN_OPS = frozenset({"put", "del", "get", "range"})
 MAX_INT = 2**63 - 1
 #: Most commands one forward may carry (a client request holds one).
 MAX_FORWARD_COMMANDS = 4096
+#: A lease's TTL in seconds, as etcd bounds it.
+MAX_LEASE_TTL = 9_000_000_000
 
 
 def _one_of(value: Any, names: frozenset[str]) -> bool:
@@ -51,10 +55,28 @@ def _key_problem(command: dict[str, Any]) -> str | None:
     return None
 
 
+def _end_problem(command: dict[str, Any]) -> str | None:
+    """A range's optional ``end`` (exclusive; empty: to the end of the key space)."""
+    end = command.get("end")
+    if end is not None and not isinstance(end, bytes):
+        return "'end' must be bytes"
+    return None
+
+
+def _put_problem(command: dict[str, Any]) -> str | None:
+    """The fields of a put, on its own or in a txn."""
+    if not isinstance(command.get("v"), bytes):
+        return "'v' must be bytes"
+    for flag in ("prev_kv", "keep_value", "keep_lease"):
+        if flag in command and not isinstance(command[flag], bool):
+            return f"'{flag}' must be a boolean"
+    return _optional_int(command, "ttl", 1) or _optional_int(command, "lease", 1)
+
+
 def _compare_problem(compare: Any) -> str | None:
     if not isinstance(compare, dict):
         return "a compare must be a map"
-    problem = _key_problem(compare)
+    problem = _key_problem(compare) or _end_problem(compare)
     if problem is not None:
         return problem
     target, expected = compare.get("target"), compare.get("value")
@@ -76,10 +98,9 @@ def _txn_op_problem(op: Any) -> str | None:
         return "a txn op must be a map with 'op' put, del or get"
     problem = _key_problem(op)
     if problem is None and op["op"] == "put":
-        if not isinstance(op.get("v"), bytes):
-            problem = "'v' must be bytes"
-        else:
-            problem = _optional_int(op, "ttl", 1)
+        problem = _put_problem(op)
+    elif problem is None and op["op"] in ("del", "range"):
+        problem = _end_problem(op) or _optional_int(op, "limit")
     return problem
 
 
@@ -108,13 +129,28 @@ def problem(command: Any) -> str | None:
         return "'op' must be a string"
     if op == "auth":
         return auth_problem(command)
+    if op in LEASE_OPS:
+        found = None if _is_int(command.get("id"), 1) else "'id' must be a positive integer"
+        if found is None and op == "lease_grant" and not _is_int(command.get("ttl"), 1,
+                                                                 MAX_LEASE_TTL):
+            found = f"'ttl' must be an integer from 1 to {MAX_LEASE_TTL}"
+        if found is None and "expire" in command and (
+                not isinstance(command["expire"], bool) or op != "lease_revoke"):
+            found = "'expire' must be a boolean, on a lease revoke only"
+        if found is None and command.get("expire"):
+            found = _optional_int(command, "renewals")
+        return found
     if op in ("put", "del"):
         found = _key_problem(command) or _optional_int(command, "prev")
         if found is None and op == "put":
-            if not isinstance(command.get("v"), bytes):
-                found = "'v' must be bytes"
-            else:
-                found = _optional_int(command, "ttl", 1)
+            found = _put_problem(command)
+        if found is None and op == "del":
+            found = _end_problem(command)
+            if found is None and "prev_kv" in command and not isinstance(command["prev_kv"],
+                                                                         bool):
+                found = "'prev_kv' must be a boolean"
+            if found is None and "end" in command and "prev" in command:
+                found = "a range delete takes no 'prev'"
         if found is None and "expire" in command and (
                 not isinstance(command["expire"], bool) or op != "del"):
             found = "'expire' must be a boolean, on a delete only"
@@ -147,7 +183,7 @@ def command_bytes(command: dict[str, Any]) -> int:
                             for op in command.get(part) or ())):
         if isinstance(item, dict):
             total += _FIELD_OVERHEAD + sum(len(item[f]) for f in ("k", "v", "value", "hash",
-                                                                  "prefix")
+                                                                  "prefix", "end")
                                            if isinstance(item.get(f), bytes))
     return total
 

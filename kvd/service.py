@@ -37,10 +37,12 @@ from kvd.replication.peer import PeerClient
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
 from kvd.replication.peerauth import PeerAuth, generate_secret, read_secret_file
 from kvd.replication.peertls import PeerTLS
+from kvd.ttl import ExpiryScheduler
 from kvd.wal.layout import DataDir
 from kvd.wal.recovery import WalCorruption
 from kvd.wal.storage import StorageService
 from kvd.web.access import ClientAccess
+from kvd.web.etcd import EtcdGateway
 from kvd.web.peer import PeerAPI
 from kvd.web.public import ClientAPI, Limits
 from kvd.web.site import ConnectionLimit, KvdSite, Root
@@ -221,7 +223,11 @@ class KvdService(AsyncMultiService):
         self.peer_api = PeerAPI(self._node, self._follower, self.peer_auth,
                                 session=self._zookeeper_session if expose else None,
                                 max_body_bytes=peer_body_limit(config.max_body_bytes))
-        site = KvdSite(Root(self.api.resource()), config.max_body_bytes, self.metrics,
+        gateway = EtcdGateway(self.api, self._lease_clock, config.cluster)
+        etcd = gateway.resource()
+        site = KvdSite(Root(self.api.resource(), {b"v3": etcd, b"v3beta": etcd,
+                                                  b"version": etcd}),
+                       config.max_body_bytes, self.metrics,
                        config.request_timeout)
         client_factory: Any = site
         if config.client_ca is not None:
@@ -279,6 +285,10 @@ class KvdService(AsyncMultiService):
     def _node(self) -> Node | None:
         replica = self._replica()
         return None if replica is None else replica.node
+
+    def _lease_clock(self) -> ExpiryScheduler | None:
+        replica = self._replica()
+        return None if replica is None else replica.expiry
 
     def _follower(self) -> Follower | None:
         replica = self._replica()

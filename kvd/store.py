@@ -10,6 +10,7 @@ metadata objects each.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import struct
 from collections import OrderedDict, deque
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 import msgpack
 from sortedcontainers import SortedList
 
-from kvd.auth.state import AuthState
+from kvd.auth.state import WRITE, AuthState
 from kvd.commands import problem
 
 # create_revision, mod_revision, version
@@ -37,6 +38,15 @@ DEFAULT_HISTORY = 10_000
 PUT, DELETE = "put", "delete"
 
 
+def text_fields(name: str, data: bytes) -> dict[str, str]:
+    """``{name: text}`` for UTF-8 bytes, else ``{name + "_b64": base64}``: the native
+    JSON API shows any bytes without guessing an encoding."""
+    try:
+        return {name: data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {f"{name}_b64": base64.b64encode(data).decode("ascii")}
+
+
 class Event(NamedTuple):
     """One change to one key, as a watcher sees it."""
 
@@ -48,10 +58,10 @@ class Event(NamedTuple):
     version: int
 
     def as_json(self) -> dict[str, Any]:
-        event: dict[str, Any] = {"type": self.type, "key": self.key.decode("utf-8"),
+        event: dict[str, Any] = {"type": self.type, **text_fields("key", self.key),
                                  "revision": self.revision}
         if self.type == PUT:
-            event.update(value=self.value.decode("utf-8"),
+            event.update(text_fields("value", self.value),
                          create_revision=self.create_revision, version=self.version)
         return event
 
@@ -68,12 +78,18 @@ class KeyValue:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "key": self.key.decode("utf-8"),
-            "value": self.value.decode("utf-8"),
+            **text_fields("key", self.key),
+            **text_fields("value", self.value),
             "revision": self.mod_revision,
             "create_revision": self.create_revision,
             "version": self.version,
         }
+
+
+def kv_json(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``kv_record`` (a txn result's) as the native API shows a key."""
+    return KeyValue(record["key"], record["value"], record["create_revision"],
+                    record["mod_revision"], record["version"]).as_json()
 
 
 def _pack(create: int, mod: int, version: int, value: bytes) -> bytes:
@@ -100,6 +116,26 @@ def put_command(
     if ttl is not None:
         command["ttl"] = ttl
     return command
+
+
+def lease_grant_command(lease_id: int, ttl: int, request_id: str) -> Command:
+    """A new lease of ``ttl`` seconds; the id is chosen before it is proposed."""
+    return {"op": "lease_grant", "id": lease_id, "ttl": ttl, "rid": request_id}
+
+
+def lease_revoke_command(lease_id: int, request_id: str) -> Command:
+    """Revoke a lease: every key attached to it is deleted at one revision."""
+    return {"op": "lease_revoke", "id": lease_id, "rid": request_id}
+
+
+def lease_expire_command(lease_id: int, renewals: int) -> Command:
+    """The leader's lease expiry (rule 12): revoke only if not renewed since."""
+    return {"op": "lease_revoke", "id": lease_id, "expire": True, "renewals": renewals}
+
+
+def lease_keepalive_command(lease_id: int) -> Command:
+    """Renew a lease: its timer restarts for its full TTL when this applies."""
+    return {"op": "lease_keepalive", "id": lease_id}
 
 
 def expire_command(key: bytes, mod_revision: int) -> Command:
@@ -139,6 +175,12 @@ class Store:
         self._request_window = request_window
         #: TTL in seconds of the keys that have one.
         self.ttls: dict[bytes, int] = {}
+        #: Granted TTL in seconds of each lease, and the keys attached to each.
+        self.leases: dict[int, int] = {}
+        self.lease_keys: dict[int, set[bytes]] = {}
+        #: Keep-alives applied per lease: an expiry decided before one is void.
+        self.lease_renewals: dict[int, int] = {}
+        self._key_lease: dict[bytes, int] = {}
         self.events: deque[Event] = deque()
         self.history_limit = history
         #: Watches can resume from any revision above this one.
@@ -164,6 +206,16 @@ class Store:
         low = self._keys.bisect_left(start)
         high = len(self._keys) if end is None else self._keys.bisect_left(end)
         return max(0, high - low)
+
+    def lease_of(self, key: bytes) -> int:
+        """The lease ``key`` is attached to (0: none)."""
+        return self._key_lease.get(key, 0)
+
+    def record(self, kv: KeyValue) -> dict[str, Any]:
+        """``kv`` with its lease as plain fields, as results carry it (bytes kept)."""
+        return {"key": kv.key, "value": kv.value, "create_revision": kv.create_revision,
+                "mod_revision": kv.mod_revision, "version": kv.version,
+                "lease": self._key_lease.get(kv.key, 0)}
 
     def events_since(self, revision: int) -> list[Event]:
         """Retained events at or after ``revision``; see ``history_start``."""
@@ -210,7 +262,8 @@ class Store:
             if earlier is not None:
                 return _unpack_result(earlier)
         op = command["op"]
-        if not self.auth.allows(command):
+        if not self.auth.allows(command) or (
+                op == "lease_revoke" and not self._may_revoke(command)):
             result: Result = {"ok": False, "error": "permission_denied",
                               "revision": self.revision}
         elif op == "put":
@@ -221,6 +274,12 @@ class Store:
             result = self._txn(command)
         elif op == "auth":
             result = self.auth.apply(command)
+        elif op == "lease_grant":
+            result = self._lease_grant(command)
+        elif op == "lease_revoke":
+            result = self._lease_revoke(command)
+        elif op == "lease_keepalive":
+            result = self._lease_keepalive(command)
         else:
             result = {"ok": True}  # noop, config: nothing to change in the keys
         if request_id is not None:
@@ -238,7 +297,8 @@ class Store:
                     "current_revision": current}
         return None
 
-    def _write(self, key: bytes, value: bytes, revision: int, ttl: int | None) -> None:
+    def _write(self, key: bytes, value: bytes, revision: int, ttl: int | None,
+               lease: int = 0) -> None:
         packed = self._data.get(key)
         if packed is None:
             create, version = revision, 1
@@ -253,7 +313,19 @@ class Store:
             self.ttls[key] = ttl
         else:
             self.ttls.pop(key, None)
+        self._attach(key, lease)
         self._record(Event(revision, PUT, key, value, create, version))
+
+    def _attach(self, key: bytes, lease: int) -> None:
+        old = self._key_lease.get(key, 0)
+        if old == lease:
+            return
+        if old:
+            self.lease_keys[old].discard(key)
+            del self._key_lease[key]
+        if lease:
+            self.lease_keys[lease].add(key)
+            self._key_lease[key] = lease
 
     def _remove(self, key: bytes, revision: int) -> bool:
         packed = self._data.pop(key, None)
@@ -262,6 +334,7 @@ class Store:
         self._keys.remove(key)
         self.value_bytes -= len(packed) - _HEADER.size
         self.ttls.pop(key, None)
+        self._attach(key, 0)
         self._record(Event(revision, DELETE, key, b"", 0, 0))
         return True
 
@@ -272,17 +345,58 @@ class Store:
         for listener in list(self.listeners):
             listener(event)
 
+    def _put_problem(self, op: Command) -> Result | None:
+        """Why the put ``op`` cannot apply (an unknown lease, nothing to keep), or None."""
+        lease = op.get("lease")
+        if lease and not op.get("keep_lease") and lease not in self.leases:
+            return {"ok": False, "error": "lease_not_found", "revision": self.revision}
+        if (op.get("keep_value") or op.get("keep_lease")) and op["k"] not in self._data:
+            return {"ok": False, "error": "not_found", "revision": self.revision}
+        return None
+
+    def _put_one(self, op: Command, revision: int) -> Result:
+        """Write one checked put at ``revision``: its result, with the previous key."""
+        key: bytes = op["k"]
+        packed = self._data.get(key)
+        previous = None if packed is None else self.record(_unpack(key, packed))
+        value = previous["value"] if op.get("keep_value") and previous else op["v"]
+        lease = self._key_lease.get(key, 0) if op.get("keep_lease") else op.get("lease", 0)
+        self._write(key, value, revision, op.get("ttl"), lease)
+        result: Result = {"ok": True, "revision": revision}
+        if op.get("prev_kv") and previous is not None:
+            result["prev_kv"] = previous
+        return result
+
     def _put(self, command: Command) -> Result:
         key: bytes = command["k"]
-        failed = self._check_prev(key, command)
+        failed = self._check_prev(key, command) or self._put_problem(command)
         if failed is not None:
             return failed
         self.revision += 1
-        self._write(key, command["v"], self.revision, command.get("ttl"))
-        return {"ok": True, "revision": self.revision}
+        return self._put_one(command, self.revision)
+
+    def _delete_range(self, start: bytes, end: bytes, revision: int,
+                      prev_kv: bool) -> tuple[int, list[dict[str, Any]]]:
+        """Delete ``[start, end)`` (``end`` empty: to the end) at ``revision``."""
+        keys = list(self._keys.irange(start, end or None, inclusive=(True, False)))
+        previous = [self.record(_unpack(k, self._data[k])) for k in keys] if prev_kv else []
+        for key in keys:
+            self._remove(key, revision)
+        return len(keys), previous
 
     def _delete(self, command: Command) -> Result:
         key: bytes = command["k"]
+        if "end" in command:
+            end: bytes = command["end"]
+            if self.count(key, end or None) == 0:
+                return {"ok": True, "revision": self.revision, "deleted": 0}
+            self.revision += 1
+            deleted, previous = self._delete_range(key, end, self.revision,
+                                                   bool(command.get("prev_kv")))
+            result: Result = {"ok": True, "revision": self.revision, "deleted": deleted}
+            if previous:
+                result["prev_kvs"] = previous
+            return result
         failed = self._check_prev(key, command)
         if failed is not None:
             return failed
@@ -295,6 +409,11 @@ class Store:
     def _txn(self, command: Command) -> Result:
         succeeded = all(self._compare(c) for c in command["compare"])
         ops = command["success"] if succeeded else command["failure"]
+        for op in ops:
+            if op["op"] == "put":
+                failed = self._put_problem(op)
+                if failed is not None:
+                    return failed  # checked before anything changed: all or nothing
         writes = any(op["op"] in ("put", "del") for op in ops)
         revision = self.revision + 1 if writes else self.revision
         results: list[dict[str, Any]] = []
@@ -302,23 +421,52 @@ class Store:
         for op in ops:
             key = op["k"]
             if op["op"] == "put":
-                self._write(key, op["v"], revision, op.get("ttl"))
-                results.append({"op": "put", "revision": revision})
+                put = self._put_one(op, revision)
+                item: dict[str, Any] = {"op": "put", "revision": revision}
+                if "prev_kv" in put:
+                    item["prev_kv"] = put["prev_kv"]
+                results.append(item)
                 changed = True
+            elif op["op"] == "del" and "end" in op:
+                deleted, previous = self._delete_range(key, op["end"], revision,
+                                                       bool(op.get("prev_kv")))
+                changed = changed or deleted > 0
+                item = {"op": "del", "deleted": deleted}
+                if previous:
+                    item["prev_kvs"] = previous
+                results.append(item)
             elif op["op"] == "del":
-                deleted = self._remove(key, revision)
-                changed = changed or deleted
-                results.append({"op": "del", "deleted": int(deleted)})
+                deleted_one = self._remove(key, revision)
+                changed = changed or deleted_one
+                results.append({"op": "del", "deleted": int(deleted_one)})
+            elif op["op"] == "range":
+                end = op.get("end")
+                limit = op.get("limit") or None
+                kvs = [self.record(kv) for kv in self.range(key, end or None, limit)] \
+                    if end is not None else ([] if (kv := self.get(key)) is None
+                                             else [self.record(kv)])
+                count = len(kvs) if end is None else self.count(key, end or None)
+                results.append({"op": "range", "kvs": kvs, "count": count,
+                                "more": count > len(kvs)})
             else:
                 kv = self.get(key)
-                results.append({"op": "get", "kv": None if kv is None else kv.as_json()})
+                results.append({"op": "get", "kv": None if kv is None else self.record(kv)})
         if changed:
             self.revision = revision
         return {"ok": True, "succeeded": succeeded, "revision": self.revision,
                 "results": results}
 
     def _compare(self, compare: dict[str, Any]) -> bool:
-        kv = self.get(compare["k"])
+        end = compare.get("end")
+        if end is None:
+            return self._compare_one(compare, self.get(compare["k"]))
+        kvs = list(self.range(compare["k"], end or None))
+        if not kvs:
+            # etcd: an empty range matches as a missing key would, a value never.
+            return compare["target"] != "value" and self._compare_one(compare, None)
+        return all(self._compare_one(compare, kv) for kv in kvs)
+
+    def _compare_one(self, compare: dict[str, Any], kv: KeyValue | None) -> bool:
         target = compare["target"]
         if target == "exists":
             actual: Any = kv is not None
@@ -328,6 +476,8 @@ class Store:
             actual = 0 if kv is None else kv.mod_revision
         elif target == "create_revision":
             actual = 0 if kv is None else kv.create_revision
+        elif target == "lease":
+            actual = 0 if kv is None else self._key_lease.get(kv.key, 0)
         else:
             actual = 0 if kv is None else kv.version
         expected = compare["value"]
@@ -341,6 +491,49 @@ class Store:
         if op == "<":
             return bool(actual < expected)
         return bool(actual > expected)
+
+    # Leases
+
+    def _lease_grant(self, command: Command) -> Result:
+        lease_id, ttl = command["id"], command["ttl"]
+        if lease_id in self.leases:
+            return {"ok": False, "error": "lease_exists", "revision": self.revision}
+        self.leases[lease_id] = ttl
+        self.lease_keys[lease_id] = set()
+        self.lease_renewals[lease_id] = 0
+        return {"ok": True, "id": lease_id, "ttl": ttl, "revision": self.revision}
+
+    def _may_revoke(self, command: Command) -> bool:
+        """A revoke deletes the lease's keys: its user must be allowed to write each
+        (the leader's expiry, which has no user, passed ``allows``)."""
+        user = command.get("user")
+        if not self.auth.enabled or user is None:
+            return True
+        return all(self.auth.permits_key(user, WRITE, key)
+                   for key in self.lease_keys.get(command["id"], ()))
+
+    def _lease_revoke(self, command: Command) -> Result:
+        lease_id = command["id"]
+        if lease_id not in self.leases:
+            return {"ok": False, "error": "lease_not_found", "revision": self.revision}
+        if command.get("expire") and command.get("renewals") != self.lease_renewals[lease_id]:
+            return {"ok": False, "error": "renewed", "revision": self.revision}
+        keys = sorted(self.lease_keys.pop(lease_id))
+        del self.leases[lease_id], self.lease_renewals[lease_id]
+        if keys:
+            self.revision += 1
+            for key in keys:
+                self._key_lease.pop(key, None)
+                self._remove(key, self.revision)
+        return {"ok": True, "revision": self.revision, "deleted": len(keys)}
+
+    def _lease_keepalive(self, command: Command) -> Result:
+        lease_id = command["id"]
+        if lease_id not in self.leases:
+            return {"ok": False, "error": "lease_not_found", "revision": self.revision}
+        self.lease_renewals[lease_id] += 1
+        return {"ok": True, "id": lease_id, "ttl": self.leases[lease_id],
+                "revision": self.revision}
 
     def _remember(self, request_id: str, result: Result) -> None:
         self._requests[request_id] = msgpack.packb(result, use_bin_type=True)
@@ -359,6 +552,9 @@ class Store:
             "requests": list(self._requests.items()),
             "ttls": dict(self.ttls),
             "auth": self.auth.snapshot(),
+            "leases": {lease: [ttl, self.lease_renewals[lease]]
+                       for lease, ttl in self.leases.items()},
+            "key_leases": dict(self._key_lease),
         }
 
     @classmethod
@@ -380,6 +576,13 @@ class Store:
         store._requests = OrderedDict((rid, res) for rid, res in state["requests"])
         store.value_bytes = sum(len(v) - _HEADER.size for v in store._data.values())
         store.auth = AuthState.from_snapshot(state.get("auth"))
+        leases = state.get("leases", {})
+        store.leases = {lease: ttl for lease, (ttl, _) in leases.items()}
+        store.lease_renewals = {lease: renewals for lease, (_, renewals) in leases.items()}
+        store.lease_keys = {lease: set() for lease in store.leases}
+        for key, lease in state.get("key_leases", {}).items():
+            store._key_lease[key] = lease
+            store.lease_keys[lease].add(key)
         return store
 
     def digest(self) -> str:
@@ -390,6 +593,10 @@ class Store:
             h.update(struct.pack("<I", len(key)) + key + struct.pack("<I", len(packed)) + packed)
         if self.auth.revision:
             h.update(msgpack.packb(self.auth.snapshot(), use_bin_type=True))
+        if self.leases:
+            h.update(msgpack.packb([sorted(self.leases.items()),
+                                    sorted(self.lease_renewals.items()),
+                                    sorted(self._key_lease.items())], use_bin_type=True))
         return h.hexdigest()
 
 
@@ -414,3 +621,13 @@ def _check_snapshot_state(state: Any) -> None:
     if not isinstance(ttls, dict) or not all(
             isinstance(k, bytes) and type(v) is int and v > 0 for k, v in ttls.items()):
         raise ValueError("'ttls' is not a map of keys to seconds")
+    leases = state.get("leases", {})
+    if not isinstance(leases, dict) or not all(
+            type(k) is int and k > 0 and isinstance(v, list) and len(v) == 2
+            and type(v[0]) is int and v[0] > 0 and type(v[1]) is int and v[1] >= 0
+            for k, v in leases.items()):
+        raise ValueError("'leases' is not a map of lease ids to [seconds, renewals]")
+    key_leases = state.get("key_leases", {})
+    if not isinstance(key_leases, dict) or not all(
+            isinstance(k, bytes) and k in data and v in leases for k, v in key_leases.items()):
+        raise ValueError("'key_leases' is not a map of keys to granted leases")

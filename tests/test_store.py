@@ -7,7 +7,16 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvd.store import Store, delete_command, noop_command, put_command
+from kvd.store import (
+    Store,
+    delete_command,
+    lease_expire_command,
+    lease_grant_command,
+    lease_keepalive_command,
+    lease_revoke_command,
+    noop_command,
+    put_command,
+)
 
 
 def test_put_sets_revisions_and_version() -> None:
@@ -84,6 +93,60 @@ def test_applying_an_index_twice_is_refused() -> None:
         raise AssertionError("re-applying an index must fail")
 
 
+def test_a_lease_holds_keys_until_revoked_in_one_revision() -> None:
+    store = Store()
+    assert store.apply(1, [lease_grant_command(7, 30, "g")]) == [
+        {"ok": True, "id": 7, "ttl": 30, "revision": 0}]
+    [missing] = store.apply(2, [{"op": "put", "k": b"x", "v": b"1", "lease": 8, "rid": "p"}])
+    assert missing["error"] == "lease_not_found"
+    store.apply(3, [{"op": "put", "k": b"a", "v": b"1", "lease": 7, "rid": "p1"},
+                    {"op": "put", "k": b"b", "v": b"2", "lease": 7, "rid": "p2"},
+                    put_command(b"c", b"3", "p3")])
+    assert (store.lease_of(b"a"), store.lease_keys[7]) == (7, {b"a", b"b"})
+    # A put without a lease detaches the key.
+    store.apply(4, [put_command(b"b", b"4", "p4")])
+    assert store.lease_keys[7] == {b"a"} and store.lease_of(b"b") == 0
+    [revoked] = store.apply(5, [lease_revoke_command(7, "r")])
+    assert revoked == {"ok": True, "revision": 5, "deleted": 1}
+    assert [kv.key for kv in store.range()] == [b"b", b"c"]
+    assert 7 not in store.leases and store.lease_of(b"a") == 0
+
+
+def test_an_expiry_is_void_once_the_lease_was_kept_alive() -> None:
+    store = Store()
+    store.apply(1, [lease_grant_command(7, 30, "g"),
+                    {"op": "put", "k": b"a", "v": b"1", "lease": 7, "rid": "p"}])
+    assert store.apply(2, [lease_keepalive_command(7)]) == [
+        {"ok": True, "id": 7, "ttl": 30, "revision": 1}]
+    [stale] = store.apply(3, [lease_expire_command(7, renewals=0)])
+    assert stale["ok"] is False and store.get(b"a") is not None
+    [expired] = store.apply(4, [lease_expire_command(7, renewals=1)])
+    assert expired["ok"] is True and store.get(b"a") is None
+
+
+def test_snapshot_round_trip_keeps_leases() -> None:
+    store = Store()
+    store.apply(1, [lease_grant_command(7, 30, "g"), lease_grant_command(9, 5, "h"),
+                    {"op": "put", "k": b"a", "v": b"1", "lease": 7, "rid": "p"}])
+    store.apply(2, [lease_keepalive_command(9)])
+    copy = Store.from_snapshot(store.snapshot_state())
+    assert copy.digest() == store.digest()
+    assert (copy.leases, copy.lease_keys, copy.lease_renewals) == (
+        {7: 30, 9: 5}, {7: {b"a"}, 9: set()}, {7: 0, 9: 1})
+    assert copy.lease_of(b"a") == 7
+
+
+def test_range_delete_spends_one_revision_or_none() -> None:
+    store = Store()
+    store.apply(1, [put_command(k, b"v", k.decode()) for k in (b"a1", b"a2", b"b")])
+    [deleted] = store.apply(2, [{"op": "del", "k": b"a", "end": b"b", "prev_kv": True,
+                                 "rid": "d"}])
+    assert (deleted["deleted"], deleted["revision"]) == (2, 4)
+    assert [kv["key"] for kv in deleted["prev_kvs"]] == [b"a1", b"a2"]
+    [none] = store.apply(3, [{"op": "del", "k": b"x", "end": b"", "rid": "e"}])
+    assert (none["deleted"], store.revision) == (0, 4)
+
+
 # Any msgpack-able value in any field: what a forged or corrupted entry could hold.
 _values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.binary(max_size=4)
@@ -101,8 +164,11 @@ _parts = st.lists(st.fixed_dictionaries({}, optional={
 _txns = st.fixed_dictionaries({"op": st.just("txn"), "compare": _parts, "success": _parts,
                                "failure": _parts}, optional={"rid": _values})
 _commands = _txns | st.fixed_dictionaries(
-    {"op": st.sampled_from(["put", "del", "txn", "noop", "config", "bogus"])},
+    {"op": st.sampled_from(["put", "del", "txn", "noop", "config", "bogus", "lease_grant",
+                            "lease_revoke", "lease_keepalive"])},
     optional={"k": _values, "v": _values, "prev": _values, "ttl": _values, "rid": _values,
+              "id": st.integers(-1, 3) | _values, "lease": st.integers(0, 3) | _values,
+              "end": _values, "renewals": _values, "prev_kv": _values,
               "expire": _values, "compare": _values, "success": _values, "failure": _values,
               "voters": _values},
 ) | _values

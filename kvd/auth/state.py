@@ -166,20 +166,29 @@ class AuthState:
         if user is None and op == "del" and command.get("expire") is True \
                 and "prev" in command:
             return True  # the leader's own TTL expiry: delete only if unchanged
+        if user is None and op == "lease_revoke" and command.get("expire") is True:
+            return True  # the leader's own lease expiry
         if not isinstance(user, str):
             return False
         if "stamp" in command and command["stamp"] != self.stamp(user):
             return False  # a token voided by a new password (or a re-created user)
         if op == "auth":
             return self.is_root(user)
+        if op in ("lease_grant", "lease_keepalive", "lease_revoke"):
+            return True  # any user; a revoke's keys are checked by the store, which has them
         if op in ("put", "del"):
-            return self.permits_key(user, WRITE, command["k"])
-        reads = [c["k"] for c in command["compare"]]
-        writes: list[bytes] = []
-        for item in (*command["success"], *command["failure"]):
-            (reads if item["op"] == "get" else writes).append(item["k"])
-        return (all(self.permits_key(user, READ, key) for key in reads)
-                and all(self.permits_key(user, WRITE, key) for key in writes))
+            return self._permits_span(user, WRITE, command)
+        return (all(self._permits_span(user, READ, c) for c in command["compare"])
+                and all(self._permits_span(user, READ if item["op"] in ("get", "range")
+                                           else WRITE, item)
+                        for item in (*command["success"], *command["failure"])))
+
+    def _permits_span(self, name: str, access: str, item: dict[str, Any]) -> bool:
+        """``permits`` over what one command, op or compare touches: its key, or
+        ``[k, end)`` when it has an ``end`` (empty: to the end of the key space)."""
+        if "end" in item and item["end"] is not None:
+            return self.permits(name, access, item["k"], item["end"] or None)
+        return self.permits_key(name, access, item["k"])
 
     def describe_users(self) -> list[dict[str, Any]]:
         return [{"name": name, "roles": self.roles_of(name)} for name in sorted(self.users)]

@@ -109,7 +109,7 @@ class ClientAPI:
         self._defer_to_thread = defer_to_thread
         self._hashing = DeferredSemaphore(HASHING_THREADS)
         #: The watches streaming now (bounded by ``limits.max_watches``).
-        self.watches: set[Watch] = set()
+        self.watches: set[object] = set()
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -227,7 +227,7 @@ class ClientAPI:
             raise errors.BadRequest("Idempotency-Key must be 1 to 128 bytes")
         return "c:" + supplied.decode("latin-1")
 
-    def _write(self, request: IRequest, command: dict[str, Any],
+    def propose(self, request: IRequest, command: dict[str, Any],
                user: str | None) -> Deferred[Result]:
         """Propose ``command`` on behalf of ``user`` (checked again when it applies)."""
         node = self.node()
@@ -242,19 +242,24 @@ class ClientAPI:
         return node.submit([command]).addCallback(_refused_at_apply)
 
     async def _barrier(self, request: IRequest) -> Node:
-        node = self.node()
         consistency = _query(request, "consistency")
         consistency = "linearizable" if consistency is None else consistency
         if consistency not in ("linearizable", "stale"):
             raise errors.BadRequest("consistency must be 'linearizable' or 'stale'")
-        min_revision = _int_query(request, "min_revision") or 0
-        await node.read_barrier(consistency == "linearizable", min_revision)
+        return await self.barrier(consistency == "linearizable",
+                                  _int_query(request, "min_revision") or 0)
+
+    async def barrier(self, linearizable: bool, min_revision: int = 0) -> Node:
+        """The node, once a read on it sees every write committed before now
+        (``linearizable``) or at least ``min_revision``."""
+        node = self.node()
+        await node.read_barrier(linearizable, min_revision)
         return node
 
     def _auth(self) -> AuthState:
         return self.node().store.auth
 
-    def _caller(self, request: IRequest) -> str | None:
+    def caller(self, request: IRequest) -> str | None:
         """The user the request speaks for (None: auth is off); 401 without a token."""
         return self.access.caller(request, self._auth())
 
@@ -266,7 +271,7 @@ class ClientAPI:
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:
-        self._caller(request)
+        self.caller(request)
         return self._respond(request, 200, openapi_spec())
 
     @app.route("/metrics", methods=["GET"])
@@ -274,7 +279,7 @@ class ClientAPI:
         if self.metrics is None:
             raise errors.NotFound("metrics are not enabled")
         if self.access.metrics_auth:
-            self._caller(request)  # 503 while recovering: the auth state is not known yet
+            self.caller(request)  # 503 while recovering: the auth state is not known yet
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
         return self.metrics.render()
 
@@ -291,20 +296,20 @@ class ClientAPI:
 
     @app.route("/api/v1/", methods=["POST"])
     async def legacy_put(self, request: IRequest) -> bytes:
-        user = self._caller(request)
+        user = self.caller(request)
         body = self._body(request)
         if not isinstance(body, dict):
             raise errors.BadRequest('body must be an object {"key": ..., "value": ...}')
         key = self._key(body.get("key"))
         value = self._value(body.get("value"))
         self.access.permit_keys(self._auth(), user, WRITE, [key])
-        result = await self._write(request, put_command(key, value, self._request_id(request)),
+        result = await self.propose(request, put_command(key, value, self._request_id(request)),
                                    user)
         return self._respond(request, 200, {"key": body["key"], "revision": result["revision"]})
 
     @app.route("/api/v1/", methods=["GET"])
     async def legacy_get(self, request: IRequest) -> bytes:
-        user = self._caller(request)
+        user = self.caller(request)
         if _query(request, "keys") is not None:
             names: Any = [k for k in (_query(request, "keys") or "").split(",") if k]
             if not names:
@@ -328,7 +333,7 @@ class ClientAPI:
 
     @app.route("/api/v1/keys/<key:key>", methods=["PUT"])
     async def put(self, request: IRequest, key: str) -> bytes:
-        user = self._caller(request)
+        user = self.caller(request)
         encoded = self._key(key)
         self.access.permit_keys(self._auth(), user, WRITE, [encoded])
         body = self._body(request)
@@ -340,22 +345,22 @@ class ClientAPI:
         value = self._value(body.get("value"))
         prev = optional_integer(body.get("prev_revision"), "prev_revision")
         ttl = self._ttl(body.get("ttl"))
-        result = await self._write(
+        result = await self.propose(
             request, put_command(encoded, value, self._request_id(request), prev, ttl), user)
         return self._write_answer(request, key, result)
 
     @app.route("/api/v1/keys/", methods=["GET", "PUT", "DELETE"])
     def empty_key(self, request: IRequest) -> bytes:
-        self._caller(request)
+        self.caller(request)
         raise errors.BadRequest("'key' must not be empty")
 
     @app.route("/api/v1/keys/<key:key>", methods=["DELETE"])
     async def delete(self, request: IRequest, key: str) -> bytes:
-        user = self._caller(request)
+        user = self.caller(request)
         encoded = self._key(key)
         self.access.permit_keys(self._auth(), user, WRITE, [encoded])
         prev = _int_query(request, "prev_revision")
-        result = await self._write(
+        result = await self.propose(
             request, delete_command(encoded, self._request_id(request), prev), user)
         return self._write_answer(request, key, result)
 
@@ -373,7 +378,7 @@ class ClientAPI:
 
     @app.route("/api/v1/keys/<key:key>", methods=["GET"])
     async def get(self, request: IRequest, key: str) -> bytes:
-        user = self._caller(request)
+        user = self.caller(request)
         encoded = self._key(key)
         node = await self._barrier(request)
         self.access.permit_keys(node.store.auth, user, READ, [encoded])
@@ -385,7 +390,7 @@ class ClientAPI:
     @app.route("/api/v1/keys", methods=["GET"])
     async def scan(self, request: IRequest) -> bytes:
         """Keys in order: by ``prefix``, or ``start``/``end``; paged with ``page_token``."""
-        user = self._caller(request)
+        user = self.caller(request)
         prefix = _utf8(_query(request, "prefix") or "", "prefix")
         start = max(prefix, _utf8(_query(request, "start") or "", "start"))
         end = prefix_end(prefix)
@@ -420,7 +425,7 @@ class ClientAPI:
 
     @app.route("/api/v1/txn", methods=["POST"])
     async def txn(self, request: IRequest) -> bytes:
-        user = self._caller(request)
+        user = self.caller(request)
         compare, success, failure = parse_txn(self._body(request), self._key, self._value,
                                               self._ttl)
         # Every key it could touch, whichever branch runs; compares read.
@@ -429,7 +434,7 @@ class ClientAPI:
         auth = self._auth()
         self.access.permit_keys(auth, user, READ, reads)
         self.access.permit_keys(auth, user, WRITE, [op["k"] for op in ops if op["op"] != "get"])
-        result = await self._write(
+        result = await self.propose(
             request, txn_command(compare, success, failure, self._request_id(request)), user)
         return self._respond(request, 200, render_result(result))
 
@@ -438,7 +443,7 @@ class ClientAPI:
     @app.route("/api/v1/watch", methods=["GET"])
     def watch(self, request: IRequest) -> Deferred[None]:
         """Newline-delimited JSON events in revision order, from ``start_revision``."""
-        user = self._caller(request)
+        user = self.caller(request)
         key, prefix = _query(request, "key"), _query(request, "prefix")
         if (key is None) == (prefix is None):
             raise errors.BadRequest("give exactly one of 'key' or 'prefix'")
@@ -470,6 +475,11 @@ class ClientAPI:
         if not isinstance(body, dict):
             raise errors.BadRequest('body must be an object {"name": ..., "password": ...}')
         name, password = _name(body.get("name"), "name"), _password(body.get("password"))
+        return self._respond(request, 200, {"token": await self.login(request, name, password)})
+
+    async def login(self, request: IRequest, name: str, password: str) -> str:
+        """A token for ``name`` if ``password`` is its password: 400 while auth is
+        off, 429 after too many failures for the user from the request's source."""
         auth = self._auth()
         if not auth.enabled:
             raise errors.BadRequest("auth is not enabled", reason="auth_not_enabled")
@@ -488,10 +498,9 @@ class ClientAPI:
             raise errors.Unauthorized("wrong name or password")
         self.login_limiter.succeeded(name, source)
         try:
-            token = self.access.tokens.issue(name, stamp or 0)
+            return self.access.tokens.issue(name, stamp or 0)
         except NoKey:
             raise errors.NotReady("the cluster secret is not known yet") from None
-        return self._respond(request, 200, {"token": token})
 
     async def _hash(self, f: Callable[..., Any], *args: Any) -> Any:
         """Run a password hash in a thread, a few at a time; 429 when too many wait
@@ -503,7 +512,7 @@ class ClientAPI:
     async def _auth_change(self, request: IRequest, action: str, **fields: Any) -> bytes:
         """Propose one auth command (root only once auth is on) and render its result."""
         user = self._admin(request)
-        result = await self._write(request, {"op": "auth", "action": action,
+        result = await self.propose(request, {"op": "auth", "action": action,
                                              "rid": self._request_id(request), **fields}, user)
         if result.get("ok"):
             return self._respond(request, 200, {"ok": True})
@@ -523,7 +532,7 @@ class ClientAPI:
 
     @app.route("/api/v1/auth/status", methods=["GET"])
     def auth_status(self, request: IRequest) -> bytes:
-        self._caller(request)
+        self.caller(request)
         return self._respond(request, 200, {"enabled": self._auth().enabled})
 
     @app.route("/api/v1/auth/enable", methods=["POST"])
@@ -657,7 +666,7 @@ class ClientAPI:
 
     @app.route("/api/v1/cluster", methods=["GET"])
     def cluster(self, request: IRequest) -> bytes:
-        self._caller(request)
+        self.caller(request)
         node = self.node()
         cluster = self._cluster()
         status = node.status()

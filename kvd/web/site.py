@@ -183,11 +183,14 @@ class _Refusal(Resource):
 
 
 class Root(Resource):
-    """Refuses what must not reach a route, and hands the rest to one API."""
+    """Refuses what must not reach a route, and hands the rest to one API (or,
+    by the path's first segment, to one of ``others``: etcd's gateway serves
+    ``/v3/``, ``/v3beta/`` and ``/version`` beside the client API)."""
 
-    def __init__(self, api: IResource) -> None:
+    def __init__(self, api: IResource, others: dict[bytes, IResource] | None = None) -> None:
         super().__init__()
         self._api = api
+        self._others = others or {}
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
         if isinstance(request, KvdRequest) and request.unauthenticated:
@@ -205,4 +208,4 @@ class Root(Resource):
         # A Klein resource routes on the whole path: hand the segment back so
         # that it sees the path as it came.
         request.postpath.insert(0, request.prepath.pop())
-        return self._api
+        return self._others.get(path, self._api)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kvd import errors
+from kvd.store import kv_json
 from kvd.web.values import integer
 
 TARGETS = ("value", "revision", "create_revision", "version", "exists")
@@ -91,6 +92,10 @@ def render_result(result: dict[str, Any]) -> dict[str, Any]:
         elif item["op"] == "del":
             results.append({"op": "delete", "deleted": item["deleted"]})
         else:
-            results.append({"op": "get", "kv": item["kv"]})
+            kv = item["kv"]
+            # A result remembered before results carried bytes is JSON already.
+            if kv is not None and isinstance(kv.get("key"), bytes):
+                kv = kv_json(kv)
+            results.append({"op": "get", "kv": kv})
     return {"succeeded": result["succeeded"], "revision": result["revision"],
             "results": results}
