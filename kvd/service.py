@@ -219,11 +219,12 @@ class KvdService(AsyncMultiService):
         self.api = ClientAPI(self._node, Limits(
             config.max_key_bytes, config.max_value_bytes, config.max_body_bytes,
             config.max_watches), metrics=self.metrics,
-            access=ClientAccess(tokens, config.metrics_auth), cluster=self._coordinator)
+            access=ClientAccess(tokens, config.metrics_auth), cluster=self._coordinator,
+            leases=self._lease_clock)
         self.peer_api = PeerAPI(self._node, self._follower, self.peer_auth,
                                 session=self._zookeeper_session if expose else None,
                                 max_body_bytes=peer_body_limit(config.max_body_bytes))
-        gateway = EtcdGateway(self.api, self._lease_clock, config.cluster)
+        gateway = EtcdGateway(self.api, config.cluster)
         etcd = gateway.resource()
         site = KvdSite(Root(self.api.resource(), {b"v3": etcd, b"v3beta": etcd,
                                                   b"version": etcd}),

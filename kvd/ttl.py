@@ -93,10 +93,15 @@ class ExpiryScheduler:
                 continue
             op = command["op"]
             if op in ("lease_grant", "lease_keepalive"):
-                lease = command["id"]
+                # The result's id: a retried grant answers the first grant's lease,
+                # which may since have been revoked.
+                lease = result["id"]
+                renewals = self._store().lease_renewals.get(lease)
+                if renewals is None:
+                    continue
                 self._lease_deadlines[lease] = self._clock.seconds() + result["ttl"]
                 if self.armed:
-                    self._arm_lease(lease, result["ttl"], self._store().lease_renewals[lease])
+                    self._arm_lease(lease, result["ttl"], renewals)
             elif op == "lease_revoke":
                 self._lease_deadlines.pop(command["id"], None)
                 timer = self._lease_timers.pop(command["id"], None)

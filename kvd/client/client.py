@@ -155,12 +155,14 @@ class KvdClient:
         raise last
 
     def put(self, key: str, value: str, prev_revision: int | None = None,
-            ttl: int | None = None) -> Deferred[dict[str, Any]]:
+            ttl: int | None = None, lease: int | None = None) -> Deferred[dict[str, Any]]:
         body: dict[str, Any] = {"value": value}
         if prev_revision is not None:
             body["prev_revision"] = prev_revision
         if ttl is not None:
             body["ttl"] = ttl
+        if lease is not None:
+            body["lease"] = lease
         return self.request("PUT", f"/api/v1/keys/{quote(key)}", body, write=True)
 
     def get(self, key: str, consistency: str = "linearizable") -> Deferred[dict[str, Any] | None]:

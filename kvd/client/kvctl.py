@@ -47,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     put.add_argument("value")
     put.add_argument("--ttl", type=int, help="seconds until the key expires")
     put.add_argument("--prev-revision", type=int, help="compare-and-set (0: must not exist)")
+    put.add_argument("--lease", type=int, help="attach the key to this lease")
 
     get = commands.add_parser("get", help="read a key, or keys by prefix")
     get.add_argument("key")
@@ -95,6 +96,17 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("role")
     revoke.add_argument("--prefix", required=True)
     verbs.add_parser("list", help="roles and their grants")
+
+    lease = commands.add_parser("lease", help="leases: keys that go when their lease does")
+    verbs = lease.add_subparsers(dest="verb", required=True)
+    grant_lease = verbs.add_parser("grant", help="a new lease of TTL seconds; prints its id")
+    grant_lease.add_argument("ttl", type=int)
+    grant_lease.add_argument("--id", type=int, help="the lease's id (default: chosen)")
+    for verb, text in (("keepalive", "renew a lease once, for its full TTL"),
+                       ("revoke", "end a lease now: its keys are deleted"),
+                       ("ttl", "time left and attached keys")):
+        verbs.add_parser(verb, help=text).add_argument("id", type=int)
+    verbs.add_parser("list", help="every lease")
 
     lead = commands.add_parser("leader", help="leadership")
     verbs = lead.add_subparsers(dest="verb", required=True)
@@ -149,7 +161,8 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
 
 async def _command(reactor: Any, client: KvdClient, args: argparse.Namespace) -> int:
     if args.command == "put":
-        answer = await client.put(args.key, args.value, args.prev_revision, args.ttl)
+        answer = await client.put(args.key, args.value, args.prev_revision, args.ttl,
+                                  args.lease)
         _print(args, answer, f"OK revision {answer['revision']}")
     elif args.command == "get" and args.prefix:
         answer = await client.range(args.key, args.consistency, args.limit,
@@ -187,12 +200,37 @@ async def _command(reactor: Any, client: KvdClient, args: argparse.Namespace) ->
         return await _status(client, args)
     elif args.command in ("user", "role", "auth"):
         return await _auth(client, args)
+    elif args.command == "lease":
+        return await _lease(client, args)
     elif args.command == "leader":
         answer = await client.request("POST", "/api/v1/leader/transfer",
                                       {} if args.id is None else {"target": args.id})
         _print(args, answer, f"Leadership handed to {answer['target']}")
     elif args.command == "snapshot" and args.verb == "save":
         return await _save_snapshot(client, args)
+    return 0
+
+
+async def _lease(client: KvdClient, args: argparse.Namespace) -> int:
+    if args.verb == "grant":
+        body = {"ttl": args.ttl, **({} if args.id is None else {"id": args.id})}
+        answer = await client.request("POST", "/api/v1/leases", body, write=True)
+        _print(args, answer, f"lease {answer['id']} granted with TTL {answer['ttl']}s")
+    elif args.verb == "keepalive":
+        answer = await client.request("POST", f"/api/v1/leases/{args.id}/keepalive",
+                                      write=True)
+        _print(args, answer, f"lease {answer['id']} kept alive with TTL {answer['ttl']}s")
+    elif args.verb == "revoke":
+        answer = await client.request("DELETE", f"/api/v1/leases/{args.id}", write=True)
+        _print(args, answer, f"lease {answer['id']} revoked at revision {answer['revision']}")
+    elif args.verb == "ttl":
+        answer = await client.request("GET", f"/api/v1/leases/{args.id}")
+        keys = ", ".join(k.get("key", k.get("key_b64", "")) for k in answer["keys"])
+        _print(args, answer, f"lease {answer['id']} granted with TTL {answer['granted_ttl']}s, "
+               f"remaining {answer['ttl']}s, attached keys [{keys}]")
+    else:
+        answer = await client.request("GET", "/api/v1/leases")
+        _print(args, answer, "\n".join(str(row["id"]) for row in answer["leases"]))
     return 0
 
 

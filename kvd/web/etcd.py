@@ -17,7 +17,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import Deferred
@@ -87,12 +87,6 @@ def _bad(message: str) -> EtcdError:
 
 
 LEASE_NOT_FOUND = "etcdserver: requested lease not found"
-
-
-class LeaseClock(Protocol):
-    """How long a lease has left on this node (``ExpiryScheduler`` is one)."""
-
-    def remaining(self, lease: int) -> int: ...
 
 
 def uint64_id(name: str) -> int:
@@ -224,10 +218,8 @@ class EtcdGateway:
 
     app = _app
 
-    def __init__(self, api: ClientAPI, leases: Callable[[], LeaseClock | None],
-                 cluster_name: str) -> None:
+    def __init__(self, api: ClientAPI, cluster_name: str) -> None:
         self.api = api
-        self._leases = leases
         self.cluster_id = uint64_id(cluster_name)
 
     def resource(self) -> Any:
@@ -632,7 +624,7 @@ class EtcdGateway:
         granted = node.store.leases.get(lease)
         if granted is None:
             return self._ok(request, node, {"ID": str(lease), "TTL": "-1"})
-        clock = self._leases()
+        clock = self.api.lease_clock()
         answer: dict[str, Any] = {
             "ID": str(lease), "TTL": str(granted if clock is None else clock.remaining(lease)),
             "grantedTTL": str(granted)}

@@ -35,10 +35,20 @@ from kvd.auth.limiter import LoginLimiter
 from kvd.auth.passwords import MAX_PASSWORD, hash_password, password_matches
 from kvd.auth.state import PERMISSIONS, READ, WRITE, AuthState, valid_name
 from kvd.auth.tokens import NoKey, TokenSigner
+from kvd.commands import MAX_LEASE_TTL
 from kvd.keys import prefix_end
 from kvd.metrics import Metrics
 from kvd.node import Node
-from kvd.store import Result, delete_command, put_command, txn_command
+from kvd.store import (
+    Result,
+    delete_command,
+    lease_grant_command,
+    lease_keepalive_command,
+    lease_revoke_command,
+    put_command,
+    text_fields,
+    txn_command,
+)
 from kvd.web.access import ClientAccess
 from kvd.web.openapi import spec as openapi_spec
 from kvd.web.txn import parse_txn, render_result
@@ -53,6 +63,12 @@ MAX_SCAN_LIMIT = 10_000
 #: Password hashes run at once, and how many may wait (then 429).
 HASHING_THREADS = 2
 MAX_WAITING_HASHES = 32
+
+
+class LeaseClock(Protocol):
+    """How long a lease has left on this node (``ExpiryScheduler`` is one)."""
+
+    def remaining(self, lease: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -93,12 +109,15 @@ class ClientAPI:
                  metrics: Metrics | None = None, access: ClientAccess | None = None,
                  login_limiter: LoginLimiter | None = None,
                  defer_to_thread: Callable[..., Deferred[Any]] = deferToThread,
-                 cluster: Callable[[], ClusterControl | None] = lambda: None) -> None:
+                 cluster: Callable[[], ClusterControl | None] = lambda: None,
+                 leases: Callable[[], LeaseClock | None] = lambda: None) -> None:
         """``access`` checks tokens (default: signed with a fixed test key);
         ``defer_to_thread`` runs password hashing off the reactor; ``cluster``
-        gives the coordinator once there is one (never for a standalone node)."""
+        gives the coordinator once there is one (never for a standalone node);
+        ``leases`` tells how long a lease has left on this node."""
         self._node = node
         self._cluster = cluster
+        self.lease_clock = leases
         self.limits = limits
         self.metrics = metrics
         if access is None:
@@ -339,14 +358,19 @@ class ClientAPI:
         body = self._body(request)
         if not isinstance(body, dict):
             raise errors.BadRequest('body must be an object {"value": ...}')
-        unknown = set(body) - {"value", "prev_revision", "ttl"}
+        unknown = set(body) - {"value", "prev_revision", "ttl", "lease"}
         if unknown:
             raise errors.BadRequest(f"unknown fields: {', '.join(sorted(unknown))}")
         value = self._value(body.get("value"))
         prev = optional_integer(body.get("prev_revision"), "prev_revision")
         ttl = self._ttl(body.get("ttl"))
-        result = await self.propose(
-            request, put_command(encoded, value, self._request_id(request), prev, ttl), user)
+        lease = optional_integer(body.get("lease"), "lease", 1)
+        if ttl is not None and lease is not None:
+            raise errors.BadRequest("give a key 'ttl' or 'lease', not both")
+        command = put_command(encoded, value, self._request_id(request), prev, ttl)
+        if lease is not None:
+            command["lease"] = lease
+        result = await self.propose(request, command, user)
         return self._write_answer(request, key, result)
 
     @app.route("/api/v1/keys/", methods=["GET", "PUT", "DELETE"])
@@ -374,6 +398,8 @@ class ClientAPI:
             )
         if result.get("error") == "not_found":
             raise errors.KeyNotFound(f"key not found: {key}", key=key)
+        if result.get("error") == "lease_not_found":
+            raise errors.NotFound("lease not found")
         raise errors.ApiError(f"unexpected result {result!r}")
 
     @app.route("/api/v1/keys/<key:key>", methods=["GET"])
@@ -612,6 +638,70 @@ class ClientAPI:
         if len(encoded) > self.limits.max_key_bytes:
             raise errors.TooLarge(f"prefix longer than {self.limits.max_key_bytes} bytes")
         return encoded
+
+    # Leases
+
+    @app.route("/api/v1/leases", methods=["POST"])
+    async def lease_grant(self, request: IRequest) -> bytes:
+        """A new lease: ``{"ttl": seconds}``, with an ``id`` of the client's or not."""
+        user = self.caller(request)
+        body = self._body(request)
+        if not isinstance(body, dict) or set(body) - {"ttl", "id"}:
+            raise errors.BadRequest('body must be an object {"ttl": seconds, "id": optional}')
+        ttl = optional_integer(body.get("ttl"), "ttl", 1, MAX_LEASE_TTL)
+        if ttl is None:
+            raise errors.BadRequest("'ttl' is required")
+        lease = optional_integer(body.get("id"), "id", 1) or secrets.randbits(63) or 1
+        result = await self.propose(
+            request, lease_grant_command(lease, ttl, self._request_id(request)), user)
+        if result.get("error") == "lease_exists":
+            raise errors.Conflict(f"lease {lease} exists", id=lease)
+        # A retried grant (same Idempotency-Key) answers the first grant's id.
+        return self._respond(request, 200, {"id": result["id"], "ttl": result["ttl"]})
+
+    @app.route("/api/v1/leases", methods=["GET"])
+    async def lease_list(self, request: IRequest) -> bytes:
+        self.caller(request)
+        node = await self._barrier(request)
+        return self._respond(request, 200, {"leases": [
+            self._lease_json(node, lease) for lease in sorted(node.store.leases)]})
+
+    @app.route("/api/v1/leases/<int:lease>", methods=["GET"])
+    async def lease_show(self, request: IRequest, lease: int) -> bytes:
+        """A lease, its time left and the keys attached to it."""
+        user = self.caller(request)
+        node = await self._barrier(request)
+        if lease not in node.store.leases:
+            raise errors.NotFound(f"lease {lease} not found", id=lease)
+        keys = sorted(node.store.lease_keys[lease])
+        self.access.permit_keys(node.store.auth, user, READ, keys)
+        return self._respond(request, 200, {**self._lease_json(node, lease),
+                                            "keys": [text_fields("key", k) for k in keys]})
+
+    def _lease_json(self, node: Node, lease: int) -> dict[str, Any]:
+        granted = node.store.leases[lease]
+        clock = self.lease_clock()
+        return {"id": lease, "granted_ttl": granted,
+                "ttl": granted if clock is None else clock.remaining(lease)}
+
+    @app.route("/api/v1/leases/<int:lease>/keepalive", methods=["POST"])
+    async def lease_keepalive(self, request: IRequest, lease: int) -> bytes:
+        user = self.caller(request)
+        result = await self.propose(request, lease_keepalive_command(lease), user)
+        if not result.get("ok"):
+            raise errors.NotFound(f"lease {lease} not found", id=lease)
+        return self._respond(request, 200, {"id": lease, "ttl": result["ttl"]})
+
+    @app.route("/api/v1/leases/<int:lease>", methods=["DELETE"])
+    async def lease_revoke(self, request: IRequest, lease: int) -> bytes:
+        """Revoke a lease: its keys are deleted at one revision."""
+        user = self.caller(request)
+        result = await self.propose(
+            request, lease_revoke_command(lease, self._request_id(request)), user)
+        if not result.get("ok"):
+            raise errors.NotFound(f"lease {lease} not found", id=lease)
+        return self._respond(request, 200, {"id": lease, "revision": result["revision"],
+                                            "deleted": result.get("deleted", 0)})
 
     # Leadership
 

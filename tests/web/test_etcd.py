@@ -34,7 +34,7 @@ def over_root(client: Client, api: ClientAPI) -> StubTreq:
     """The client API and the gateway behind one Root, as a node serves them."""
     node = client.node
     assert node is not None
-    gateway = EtcdGateway(api, lambda: replica_of(node).expiry, "test-cluster")
+    gateway = EtcdGateway(api, "test-cluster")
     etcd = gateway.resource()
     return StubTreq(Root(api.resource(), {b"v3": etcd, b"v3beta": etcd, b"version": etcd}))
 
@@ -42,8 +42,11 @@ def over_root(client: Client, api: ClientAPI) -> StubTreq:
 class Etcd(Client):
     def __init__(self, path: str) -> None:
         super().__init__(path, max_body_bytes=4096)
+        node = self.node
+        assert node is not None
         self.api = ClientAPI(lambda: self.node, Limits(max_key_bytes=64, max_value_bytes=64,
-                                                        max_body_bytes=4096))
+                                                        max_body_bytes=4096),
+                             leases=lambda: replica_of(node).expiry)
         self.treq = over_root(self, self.api)
 
     def post(self, path: str, body: Any = None, raw: bytes | None = None,
