@@ -6,7 +6,13 @@ from typing import Any
 
 from kvd.node import NodeSettings
 from kvd.replica import open_replica
-from kvd.store import expire_command, put_command
+from kvd.store import (
+    expire_command,
+    lease_expire_command,
+    lease_grant_command,
+    lease_keepalive_command,
+    put_command,
+)
 from kvd.wal.layout import DataDir
 from kvd.wal.storage import recover_store
 from tests.replication.safety.support import lead, member, serve, submit
@@ -83,3 +89,45 @@ def test_rule12_ttls_run_on_the_monotonic_clock_not_the_wall_clock(tmp_path: Any
     wall.advance(0)
     assert node.store.get(b"k") is None
     replica.writer.close()
+
+
+# Fails if: ExpiryScheduler.start does not arm the leases it finds in the store.
+def test_rule12_a_new_leader_rearms_leases_for_their_full_ttl_on_its_own_clock(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    """A lease granted under another leader expires a whole TTL after this one leads."""
+    node = member(tmp_path, reactor, "b")
+    granted = entry(1, 1, lease_grant_command(7, 10, "g"))
+    answer(follower_of(node).prepare(prepare("a", 1, (0, 0), [granted], 1))).get()
+    reactor.advance(8)
+    assert node.rlog.last_index == 1, "a follower never expires leases itself"
+    link = FakeLink("c")
+    lead(node, 2, 2, link)
+    serve(node, link)
+    marker = node.rlog.last_index
+    reactor.advance(9)
+    assert node.rlog.last_index == marker
+    reactor.advance(1)
+    assert node.rlog.entries[-1].commands == [lease_expire_command(7, 0)]
+
+
+# Fails if: a lease expiry is applied without comparing its renewals (a keep-alive
+# committed before the expiry in the log no longer saves the lease).
+def test_rule12_a_lease_expiry_is_void_after_a_keepalive_earlier_in_the_log(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node = member(tmp_path, reactor, "a")
+    link = FakeLink("b")
+    lead(node, 1, 2, link)
+    leader = serve(node, link)
+    submit(node, reactor, lease_grant_command(7, 3, "g"))
+    submit(node, reactor, {"op": "put", "k": b"k", "v": b"v", "lease": 7, "rid": "p"})
+    link.match_index = node.rlog.last_index
+    leader.stream_answered(link)
+    kept = submit(node, reactor, lease_keepalive_command(7))  # proposed, not committed
+    reactor.advance(3)
+    assert node.rlog.entries[-1].commands == [lease_expire_command(7, 0)]
+    link.match_index = node.rlog.last_index
+    leader.stream_answered(link)
+    assert kept.get()[0]["ok"]
+    assert node.store.get(b"k") is not None and 7 in node.store.leases
