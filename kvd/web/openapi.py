@@ -113,10 +113,50 @@ _READ_PARAMS = [
 ]
 _KEY_PARAM = {"name": "key", "in": "path", "required": True,
               "schema": {"type": "string", "minLength": 1}}
-_KV = {"type": "object", "required": ["key", "value", "revision", "create_revision", "version"],
+# A key or value that is not UTF-8 comes as base64 under key_b64 / value_b64.
+_KV = {"type": "object", "required": ["revision", "create_revision", "version"],
        "properties": {"key": {"type": "string"}, "value": {"type": "string"},
+                      "key_b64": {"type": "string", "contentEncoding": "base64"},
+                      "value_b64": {"type": "string", "contentEncoding": "base64"},
                       "revision": {"type": "integer"}, "create_revision": {"type": "integer"},
-                      "version": {"type": "integer"}}}
+                      "version": {"type": "integer"}},
+       "allOf": [{"oneOf": [{"required": ["key"]}, {"required": ["key_b64"]}]},
+                 {"oneOf": [{"required": ["value"]}, {"required": ["value_b64"]}]}]}
+_LEASE_ID = {"name": "id", "in": "path", "required": True,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+_LEASE = {"type": "object", "required": ["id", "ttl", "granted_ttl"], "properties": {
+    "id": {"type": "integer"}, "ttl": {"type": "integer"}, "granted_ttl": {"type": "integer"},
+    "keys": {"type": "array", "items": {"type": "object"}}}}
+_LEASE_PATHS: dict[str, Any] = {
+    "/api/v1/leases": {
+        "post": {"summary": "Grant a lease of ttl seconds (id optional)",
+                 "requestBody": {"required": True, "content": {_JSON: {"schema": {
+                     "type": "object", "required": ["ttl"], "additionalProperties": False,
+                     "properties": {"ttl": {"type": "integer", "minimum": 1,
+                                            "maximum": 9_000_000_000},
+                                    "id": {"type": ["integer", "null"], "minimum": 1,
+                                           "maximum": 2**63 - 1}}}}}},
+                 "responses": {"200": _json({"type": "object", "required": ["id", "ttl"]},
+                                            "granted"), **_errors(400, 409, 413, 503, 504)}},
+        "get": {"summary": "Every lease", "parameters": _READ_PARAMS,
+                "responses": {"200": _json({"type": "object", "required": ["leases"],
+                                            "properties": {"leases": {
+                                                "type": "array", "items": _LEASE}}},
+                                           "the leases"), **_errors(400, 503)}}},
+    "/api/v1/leases/{id}": {
+        "parameters": [_LEASE_ID],
+        "get": {"summary": "A lease, its time left and its keys", "parameters": _READ_PARAMS,
+                "responses": {"200": _json(_LEASE, "the lease"), **_errors(400, 404, 503)}},
+        "delete": {"summary": "Revoke a lease: its keys are deleted at one revision",
+                   "responses": {"200": _json({"type": "object", "required": [
+                       "id", "revision", "deleted"]}, "revoked"),
+                       **_errors(400, 404, 503, 504)}}},
+    "/api/v1/leases/{id}/keepalive": {
+        "parameters": [_LEASE_ID],
+        "post": {"summary": "Renew a lease for its full TTL",
+                 "responses": {"200": _json({"type": "object", "required": ["id", "ttl"]},
+                                            "renewed"), **_errors(400, 404, 503, 504)}}},
+}
 _WRITE = {"type": "object", "required": ["key", "revision"],
           "properties": {"key": {"type": "string"}, "revision": {"type": "integer"}}}
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -211,9 +251,12 @@ def spec() -> dict[str, Any]:
                                                              "minimum": 0,
                                                              "maximum": 2**63 - 1},
                                            "ttl": {"type": ["integer", "null"], "minimum": 1,
-                                                   "maximum": 315360000}}}}}},
+                                                   "maximum": 315360000},
+                                           "lease": {"type": ["integer", "null"],
+                                                     "minimum": 1,
+                                                     "maximum": 2**63 - 1}}}}}},
                         "responses": {"200": _json(_ref("WriteResult"), "written"),
-                                      **_errors(400, 409, 413, 503, 504)}},
+                                      **_errors(400, 404, 409, 413, 503, 504)}},
                 "delete": {"summary": "Delete a key",
                            "parameters": [{"name": "prev_revision", "in": "query",
                                            "schema": {"type": "integer", "minimum": 0,
@@ -255,6 +298,7 @@ def spec() -> dict[str, Any]:
                                       "content": {"application/x-ndjson": {}}},
                               **_errors(400, 410, 503)}}},
             **_AUTH_PATHS,
+            **_LEASE_PATHS,
             "/api/v1/leader/transfer": {"post": {
                 "summary": "Hand leadership to a voter (the most caught-up by default)",
                 "requestBody": {"required": False, "content": {_JSON: {"schema": {

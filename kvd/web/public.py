@@ -670,6 +670,7 @@ class ClientAPI:
     async def lease_show(self, request: IRequest, lease: int) -> bytes:
         """A lease, its time left and the keys attached to it."""
         user = self.caller(request)
+        _lease_in_range(lease)
         node = await self._barrier(request)
         if lease not in node.store.leases:
             raise errors.NotFound(f"lease {lease} not found", id=lease)
@@ -687,6 +688,7 @@ class ClientAPI:
     @app.route("/api/v1/leases/<int:lease>/keepalive", methods=["POST"])
     async def lease_keepalive(self, request: IRequest, lease: int) -> bytes:
         user = self.caller(request)
+        _lease_in_range(lease)
         result = await self.propose(request, lease_keepalive_command(lease), user)
         if not result.get("ok"):
             raise errors.NotFound(f"lease {lease} not found", id=lease)
@@ -696,6 +698,7 @@ class ClientAPI:
     async def lease_revoke(self, request: IRequest, lease: int) -> bytes:
         """Revoke a lease: its keys are deleted at one revision."""
         user = self.caller(request)
+        _lease_in_range(lease)
         result = await self.propose(
             request, lease_revoke_command(lease, self._request_id(request)), user)
         if not result.get("ok"):
@@ -823,6 +826,11 @@ def client_request_id(key: str, command: dict[str, Any], user: str | None) -> st
     kind = str(command.get("op")) + (f".{command['action']}" if command.get("op") == "auth"
                                      else "")
     return f"c:{kind}:{user or ''}:{key}"
+
+
+def _lease_in_range(lease: int) -> None:
+    if not 0 < lease <= MAX_INTEGER:
+        raise errors.BadRequest(f"a lease id is an integer from 1 to {MAX_INTEGER}")
 
 
 @functools.cache

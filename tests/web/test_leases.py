@@ -93,3 +93,11 @@ def test_a_second_grant_of_one_id_is_a_conflict(client: LeaseClient) -> None:
     assert client.json("POST", "/api/v1/leases", {"ttl": 5, "id": 3})[0] == 200
     code, answer = client.json("POST", "/api/v1/leases", {"ttl": 9, "id": 3})
     assert (code, answer["error"]["code"]) == (409, "conflict")
+
+
+def test_a_lease_id_beyond_63_bits_is_a_400_not_a_failed_write(client: LeaseClient) -> None:
+    for method, url in (("DELETE", "/api/v1/leases/9223372036854775808"),
+                        ("POST", "/api/v1/leases/88279200122933743679757/keepalive"),
+                        ("GET", "/api/v1/leases/9223372036854775808")):
+        code, answer = client.json(method, url)
+        assert (code, answer["error"]["code"]) == (400, "bad_request")
