@@ -107,6 +107,11 @@ LINES = [
     Line("read_stale_c32", "stale/serializable reads, 32 conns, follower", 32, 2,
          "follower", "stale", "serializable"),
 ]
+#: Lines run again on the same kvd cluster through its etcd gateway, with
+#: cluster_etcd.lua (the very requests etcd gets); compared with etcd's line
+#: of the same name. Reported as "v3_<line>".
+GATEWAY_LINES = ["write_c1", "write_c32", "read_linearizable_c32", "read_stale_c32"]
+GATEWAY_PREFIX = "v3_"
 
 
 # wrk
@@ -260,10 +265,13 @@ def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else (f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms")
 
 
-def ratios(results: dict[str, dict[str, WrkResult]]) -> dict[str, dict[str, Any]]:
+def ratios(results: dict[str, dict[str, WrkResult]], prefix: str = "",
+           ) -> dict[str, dict[str, Any]]:
+    """kvd over etcd per line; with ``prefix``, kvd's gateway lines over etcd's."""
     out: dict[str, dict[str, Any]] = {}
     for line in LINES:
-        kvd, etcd = results.get("kvd", {}).get(line.name), results.get("etcd", {}).get(line.name)
+        kvd = results.get("kvd", {}).get(prefix + line.name)
+        etcd = results.get("etcd", {}).get(line.name)
         if kvd is None or etcd is None or not etcd.rps:
             continue
         entry: dict[str, Any] = {"throughput": round(kvd.rps / etcd.rps, 3)}
@@ -276,7 +284,7 @@ def ratios(results: dict[str, dict[str, WrkResult]]) -> dict[str, dict[str, Any]
                 kvd.cluster_cpu_us_per_request / etcd.cluster_cpu_us_per_request, 3)
         entry["met_target"] = entry["throughput"] >= TARGET_RATIO and not (kvd.errors
                                                                          or etcd.errors)
-        out[line.name] = entry
+        out[prefix + line.name] = entry
     return out
 
 
@@ -315,6 +323,30 @@ def print_table(results: dict[str, dict[str, WrkResult]]) -> None:
             if r.other_load_cores is not None and r.other_load_cores > BUSY_CORES:
                 warnings.append(f"{system} {line.name}: other processes kept "
                                 f"{r.other_load_cores:.2f} cores busy (noisy machine)")
+    gateway = ratios(results, GATEWAY_PREFIX)
+    gateway_rows = [(line, results["kvd"][GATEWAY_PREFIX + line.name]) for line in LINES
+                    if GATEWAY_PREFIX + line.name in results.get("kvd", {})]
+    if gateway_rows:
+        print()
+        print("kvd's etcd gateway (/v3/kv/put, /v3/kv/range) driven by cluster_etcd.lua, "
+              "the requests etcd gets above:")
+        print(head)
+        print("-" * len(head))
+        for line, r in gateway_rows:
+            entry = gateway.get(GATEWAY_PREFIX + line.name, {})
+            ratio = "" if "throughput" not in entry else f"{entry['throughput']:.2f}" + (
+                "" if entry["throughput"] >= TARGET_RATIO else " MISSED")
+            cpu_ratio = "" if "cpu_per_request" not in entry else \
+                f"{entry['cpu_per_request']:.2f}"
+            cpu = "-" if r.cluster_cpu_us_per_request is None else \
+                f"{r.cluster_cpu_us_per_request:,.0f}"
+            print(f"{line.title:<46} {'kvd':<5} {r.rps:>9,.0f} "
+                  f"{_fmt_ms(r.latency_ms.get('p50')):>9} {_fmt_ms(r.latency_ms.get('p99')):>9}"
+                  f" {cpu:>10} {ratio:>9} {cpu_ratio:>7}")
+            if r.errors:
+                print(f"{'':<46} !!!!! kvd {r.line}: {r.errors} FAILED REQUESTS "
+                      f"({r.error_text()}) !!!!!")
+                warnings.append(f"kvd {r.line}: {r.error_text()}")
     print()
     etcd_lines = results.get("etcd", {})
     if etcd_lines:
@@ -374,6 +406,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", choices=("kvd", "etcd"), help="run one system only")
     parser.add_argument("--lines", default=",".join(line.name for line in LINES),
                         help="comma-separated subset of the lines")
+    parser.add_argument("--gateway-lines", default=",".join(GATEWAY_LINES),
+                        help="lines run again on kvd through its etcd gateway with etcd's "
+                             "script ('' for none)")
     parser.add_argument("--keys", type=int, default=1000, help="key space (default 1000)")
     parser.add_argument("--value-bytes", type=int, default=100, help="value size (default 100)")
     parser.add_argument("--timeout", type=float, default=10.0,
@@ -402,7 +437,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.duration = 3.0 if args.quick else 10.0
     names = {line.name for line in LINES}
     args.lines = [x.strip() for x in args.lines.split(",") if x.strip()]
-    unknown = [x for x in args.lines if x not in names]
+    args.gateway_lines = [x.strip() for x in args.gateway_lines.split(",") if x.strip()]
+    unknown = [x for x in (*args.lines, *args.gateway_lines) if x not in names]
     if unknown:
         parser.error(f"unknown lines: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
     return args
@@ -430,7 +466,8 @@ def check_tools(args: argparse.Namespace) -> str | None:
 
 def budget_seconds(args: argparse.Namespace, systems: int) -> float:
     per_line = args.duration + args.timeout + 40 + args.wait_quiet
-    per_system = 240 + args.warmup + len(args.lines) * per_line + 180  # start, load, stop
+    lines = len(args.lines) + len(args.gateway_lines)
+    per_system = 240 + args.warmup + lines * per_line + 180  # start, load, stop
     if args.profile:
         per_system += per_line
     return systems * per_system
@@ -464,6 +501,13 @@ def run_system(system: System, runner: Runner, args: argparse.Namespace, stamp: 
             system, line.name,
             lambda seconds: runner.run_line(system, line, seconds, quiet=True, wait=False),
             args.duration, args.wait_quiet, args.timeout, stamp)
+    if args.gateway_lines and isinstance(system, KvdSystem):
+        system.use_gateway()
+        for line in LINES:
+            if line.name in args.gateway_lines:
+                result = runner.run_line(system, line, args.duration)
+                result.line = GATEWAY_PREFIX + line.name
+                results[result.line] = result
 
 
 class _Interrupted(BaseException):
@@ -559,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
                            "lines": {k: asdict(v) for k, v in results.get(name, {}).items()}}
                     for name in names},
         "ratios_kvd_over_etcd": ratios(results),
+        "ratios_kvd_gateway_over_etcd": ratios(results, GATEWAY_PREFIX),
         "target_ratio": TARGET_RATIO,
         "reference_etcd_rps": REFERENCE_ETCD_RPS,
         "errors": errors,

@@ -68,6 +68,8 @@ class KvdSystem(System):
 
     name = "kvd"
     script = "cluster_kvd.lua"
+    #: True: drive the nodes' etcd gateway (/v3/kv/*) with etcd's own script.
+    gateway = False
 
     def __init__(self, workdir: str, value_bytes: int, extra_args: list[str],
                  session_timeout: float) -> None:
@@ -190,7 +192,12 @@ class KvdSystem(System):
         return None if response.status != 200 else response.body.get("value")
 
     def mode(self, line: Line) -> str:
-        return line.kvd_mode
+        return line.etcd_mode if self.gateway else line.kvd_mode
+
+    def use_gateway(self) -> None:
+        """From now on, lines send etcd's very requests to kvd's /v3/ routes."""
+        self.gateway = True
+        self.script = "cluster_etcd.lua"
 
     def metrics_urls(self) -> dict[str, str]:
         assert self.cluster is not None
