@@ -442,7 +442,13 @@ class Node:
             self._commands_since_snapshot += len(entry.commands)
             # A copy: an observer may remove itself (a read waiting for a revision).
             for observer in list(self.on_applied):
-                observer(index, entry.commands, results)
+                try:
+                    observer(index, entry.commands, results)
+                except Exception:
+                    # An observer's bug (a watch, a timer) must not cost the writers
+                    # of this entry their answers, nor stop the entries after it.
+                    self.log.failure("An observer of applied entry {index} failed",
+                                     index=index)
             entry.release()
             if self.leader is not None:
                 self.leader.answer(index, results)

@@ -151,3 +151,17 @@ def test_not_ready_until_recovered(tmp_path: Any) -> None:
     assert client.call("GET", "/readyz")[0] == 503
     assert client.call("GET", "/healthz")[0] == 200
 
+
+
+def test_a_failing_observer_of_applied_entries_costs_no_answer(client: Client) -> None:
+    assert client.node is not None
+
+    def broken(index: int, commands: Any, results: Any) -> None:
+        raise RuntimeError("an observer's bug")
+
+    client.node.on_applied.insert(0, broken)
+    code, body, _ = client.call("PUT", "/api/v1/keys/a", b'{"value":"1"}')
+    assert (code, body["revision"]) == (200, 1)
+    code, body, _ = client.call("PUT", "/api/v1/keys/b", b'{"value":"2"}')
+    assert (code, body["revision"]) == (200, 2)
+    assert client.state() == [(b"a", b"1", 1), (b"b", b"2", 2)]
