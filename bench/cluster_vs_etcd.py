@@ -347,6 +347,13 @@ def print_table(results: dict[str, dict[str, WrkResult]]) -> None:
                 print(f"{'':<46} !!!!! kvd {r.line}: {r.errors} FAILED REQUESTS "
                       f"({r.error_text()}) !!!!!")
                 warnings.append(f"kvd {r.line}: {r.error_text()}")
+            etcd = results.get("etcd", {}).get(line.name)
+            if etcd is not None:  # the same requests: etcd's line, repeated for reading
+                cpu = "-" if etcd.cluster_cpu_us_per_request is None else \
+                    f"{etcd.cluster_cpu_us_per_request:,.0f}"
+                print(f"{'':<46} {'etcd':<5} {etcd.rps:>9,.0f} "
+                      f"{_fmt_ms(etcd.latency_ms.get('p50')):>9} "
+                      f"{_fmt_ms(etcd.latency_ms.get('p99')):>9} {cpu:>10}")
     print()
     etcd_lines = results.get("etcd", {})
     if etcd_lines:
