@@ -27,6 +27,15 @@ def test_a_backup_says_what_it_holds() -> None:
     assert info.checksum == backup.checksum(data)
 
 
+def test_leases_and_their_keys_travel_with_a_backup() -> None:
+    store = store_with(2)
+    store.apply(3, [{"op": "lease_grant", "id": 5, "ttl": 30, "rid": "g"},
+                    {"op": "put", "k": b"held", "v": b"v", "lease": 5, "rid": "p"}])
+    _, copy = backup.read(backup.encode(1, store.snapshot_state()))
+    assert copy.digest() == store.digest()
+    assert (copy.leases, copy.lease_keys, copy.lease_of(b"held")) == ({5: 30}, {5: {b"held"}}, 5)
+
+
 # Fails if: restore copies the snapshot's meta (a node's own snapshot file names its old
 # cluster's voters, for whom the new nodes would wait for ever).
 def test_restoring_a_nodes_own_snapshot_drops_its_voter_set(tmp_path: Any) -> None:
