@@ -36,6 +36,16 @@ def test_leases_and_their_keys_travel_with_a_backup() -> None:
     assert (copy.leases, copy.lease_keys, copy.lease_of(b"held")) == ({5: 30}, {5: {b"held"}}, 5)
 
 
+def test_a_backup_whose_keys_name_an_unknown_lease_is_refused() -> None:
+    store = store_with(1)
+    store.apply(2, [{"op": "lease_grant", "id": 5, "ttl": 30, "rid": "g"},
+                    {"op": "put", "k": b"held", "v": b"v", "lease": 5, "rid": "p"}])
+    state = store.snapshot_state()
+    state["leases"] = {}
+    with pytest.raises(ValueError, match="key_leases"):
+        backup.read(backup.encode(1, state))
+
+
 # Fails if: restore copies the snapshot's meta (a node's own snapshot file names its old
 # cluster's voters, for whom the new nodes would wait for ever).
 def test_restoring_a_nodes_own_snapshot_drops_its_voter_set(tmp_path: Any) -> None:
