@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import secrets
@@ -89,6 +90,7 @@ def _bad(message: str) -> EtcdError:
 LEASE_NOT_FOUND = "etcdserver: requested lease not found"
 
 
+@functools.lru_cache(maxsize=64)
 def uint64_id(name: str) -> int:
     """A stable 64-bit id for a name (etcd's member and cluster ids are numbers)."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
