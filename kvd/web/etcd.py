@@ -116,14 +116,9 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _kv(record: KeyValue | dict[str, Any], lease: int = 0, keys_only: bool = False,
-        ) -> dict[str, Any]:
-    """One key as etcd's ``mvccpb.KeyValue`` in JSON."""
-    if isinstance(record, KeyValue):
-        record = {"key": record.key, "value": record.value,
-                  "create_revision": record.create_revision,
-                  "mod_revision": record.mod_revision, "version": record.version,
-                  "lease": lease}
+def _kv(record: dict[str, Any], keys_only: bool = False) -> dict[str, Any]:
+    """One key as etcd's ``mvccpb.KeyValue`` in JSON, from a store record
+    (``Store.record``, or a result's ``prev_kv``)."""
     kv = {"key": _b64(record["key"]), "create_revision": str(record["create_revision"]),
           "mod_revision": str(record["mod_revision"]), "version": str(record["version"]),
           "lease": str(record.get("lease") or 0)}
@@ -423,7 +418,7 @@ class EtcdGateway:
         limit = body.int("limit")
         page = found[:limit] if limit else found
         keys_only = body.bool("keys_only")
-        return {"kvs": [_kv(kv, store.lease_of(kv.key), keys_only) for kv in page],
+        return {"kvs": [_kv(store.record(kv), keys_only) for kv in page],
                 "more": len(page) < count, "count": str(count)}
 
     def _put_op(self, body: Body) -> Command:
@@ -731,9 +726,9 @@ class GatewayWatch:
                 continue
             kv: dict[str, Any] = {"key": _b64(event.key), "mod_revision": str(event.revision)}
             if event.type != DELETE:
-                kv.update(_kv(KeyValue(event.key, event.value, event.create_revision,
-                                       event.revision, event.version),
-                              self.store.lease_of(event.key)))
+                kv.update(_kv(self.store.record(KeyValue(
+                    event.key, event.value, event.create_revision, event.revision,
+                    event.version))))
             by_revision.setdefault(event.revision, []).append(
                 {"type": "DELETE" if event.type == DELETE else "PUT", "kv": kv})
         for revision, items in by_revision.items():
