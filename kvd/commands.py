@@ -57,10 +57,15 @@ def _key_problem(command: dict[str, Any]) -> str | None:
 
 def _end_problem(command: dict[str, Any]) -> str | None:
     """A range's optional ``end`` (exclusive; empty: to the end of the key space)."""
-    end = command.get("end")
-    if end is not None and not isinstance(end, bytes):
+    if "end" in command and not isinstance(command["end"], bytes):
         return "'end' must be bytes"
     return None
+
+
+def _no_end(command: dict[str, Any]) -> str | None:
+    """A put or a single-key get names one key: an ``end`` there would widen what
+    an auth check looks at without widening what the store touches."""
+    return f"a {command.get('op')} takes no 'end'" if "end" in command else None
 
 
 def _put_problem(command: dict[str, Any]) -> str | None:
@@ -97,6 +102,8 @@ def _txn_op_problem(op: Any) -> str | None:
     if not isinstance(op, dict) or not _one_of(op.get("op"), TXN_OPS):
         return "a txn op must be a map with 'op' put, del or get"
     problem = _key_problem(op)
+    if problem is None and op["op"] in ("put", "get"):
+        problem = _no_end(op)
     if problem is None and op["op"] == "put":
         problem = _put_problem(op)
     elif problem is None and op["op"] in ("del", "range"):
@@ -143,7 +150,7 @@ def problem(command: Any) -> str | None:
     if op in ("put", "del"):
         found = _key_problem(command) or _optional_int(command, "prev")
         if found is None and op == "put":
-            found = _put_problem(command)
+            found = _no_end(command) or _put_problem(command)
         if found is None and op == "del":
             found = _end_problem(command)
             if found is None and "prev_kv" in command and not isinstance(command["prev_kv"],

@@ -56,6 +56,21 @@ class Event(NamedTuple):
     value: bytes
     create_revision: int
     version: int
+    #: The lease the key is attached to after a put.
+    lease: int = 0
+    #: The key before this change, packed as the store holds it (None: it was
+    #: absent), and its lease then: what a watch with ``prev_kv`` answers.
+    previous: bytes | None = None
+    previous_lease: int = 0
+
+    def previous_record(self) -> dict[str, Any] | None:
+        """The key before this change as ``Store.record`` gives it, or None."""
+        if self.previous is None:
+            return None
+        kv = _unpack(self.key, self.previous)
+        return {"key": kv.key, "value": kv.value, "create_revision": kv.create_revision,
+                "mod_revision": kv.mod_revision, "version": kv.version,
+                "lease": self.previous_lease}
 
     def as_json(self) -> dict[str, Any]:
         event: dict[str, Any] = {"type": self.type, **text_fields("key", self.key),
@@ -262,8 +277,7 @@ class Store:
             if earlier is not None:
                 return _unpack_result(earlier)
         op = command["op"]
-        if not self.auth.allows(command) or (
-                op == "lease_revoke" and not self._may_revoke(command)):
+        if not self.auth.allows(command) or not self._lease_permitted(command):
             result: Result = {"ok": False, "error": "permission_denied",
                               "revision": self.revision}
         elif op == "put":
@@ -313,8 +327,10 @@ class Store:
             self.ttls[key] = ttl
         else:
             self.ttls.pop(key, None)
+        previous_lease = self._key_lease.get(key, 0)
         self._attach(key, lease)
-        self._record(Event(revision, PUT, key, value, create, version))
+        self._record(Event(revision, PUT, key, value, create, version, lease, packed,
+                           previous_lease))
 
     def _attach(self, key: bytes, lease: int) -> None:
         old = self._key_lease.get(key, 0)
@@ -334,8 +350,9 @@ class Store:
         self._keys.remove(key)
         self.value_bytes -= len(packed) - _HEADER.size
         self.ttls.pop(key, None)
+        previous_lease = self._key_lease.get(key, 0)
         self._attach(key, 0)
-        self._record(Event(revision, DELETE, key, b"", 0, 0))
+        self._record(Event(revision, DELETE, key, b"", 0, 0, 0, packed, previous_lease))
         return True
 
     def _record(self, event: Event) -> None:
@@ -503,14 +520,30 @@ class Store:
         self.lease_renewals[lease_id] = 0
         return {"ok": True, "id": lease_id, "ttl": ttl, "revision": self.revision}
 
-    def _may_revoke(self, command: Command) -> bool:
-        """A revoke deletes the lease's keys: its user must be allowed to write each
-        (the leader's expiry, which has no user, passed ``allows``)."""
+    def _lease_permitted(self, command: Command) -> bool:
+        """What ``auth.allows`` cannot see, as it has no leases: a revoke deletes
+        the lease's keys, so its user must be allowed to write each; a put that
+        attaches a key to a lease must be allowed to write the keys the lease
+        holds already (etcd's checkLeasePuts), or anyone could pin keys to
+        another user's lease that its owner then could not revoke. The
+        leader's expiry, which has no user, passed ``allows``."""
         user = command.get("user")
         if not self.auth.enabled or user is None:
             return True
+        op = command["op"]
+        if op == "lease_revoke":
+            leases = [command["id"]]
+        elif op == "put":
+            leases = [command.get("lease")]
+        elif op == "txn":
+            leases = [item.get("lease") for item in (*command["success"],
+                                                      *command["failure"])
+                      if item["op"] == "put"]
+        else:
+            return True
         return all(self.auth.permits_key(user, WRITE, key)
-                   for key in self.lease_keys.get(command["id"], ()))
+                   for lease in leases if lease
+                   for key in self.lease_keys.get(lease, ()))
 
     def _lease_revoke(self, command: Command) -> Result:
         lease_id = command["id"]
@@ -518,13 +551,12 @@ class Store:
             return {"ok": False, "error": "lease_not_found", "revision": self.revision}
         if command.get("expire") and command.get("renewals") != self.lease_renewals[lease_id]:
             return {"ok": False, "error": "renewed", "revision": self.revision}
-        keys = sorted(self.lease_keys.pop(lease_id))
-        del self.leases[lease_id], self.lease_renewals[lease_id]
+        keys = sorted(self.lease_keys[lease_id])
         if keys:
             self.revision += 1
-            for key in keys:
-                self._key_lease.pop(key, None)
+            for key in keys:  # each delete detaches its key (a watcher sees the lease it had)
                 self._remove(key, self.revision)
+        del self.leases[lease_id], self.lease_renewals[lease_id], self.lease_keys[lease_id]
         return {"ok": True, "revision": self.revision, "deleted": len(keys)}
 
     def _lease_keepalive(self, command: Command) -> Result:

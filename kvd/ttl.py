@@ -83,7 +83,8 @@ class ExpiryScheduler:
         deadline = self._lease_deadlines.get(lease)
         if deadline is None:
             return ttl
-        return max(0, min(ttl, math.ceil(deadline - self._clock.seconds())))
+        # Whole seconds left, rounded down as etcd's TimeToLive rounds them.
+        return max(0, min(ttl, math.floor(deadline - self._clock.seconds())))
 
     def applied(self, index: int, commands: list[Command], results: list[Result]) -> None:
         """An entry was applied: note its leases' deadlines, and arm the timers of
@@ -95,14 +96,18 @@ class ExpiryScheduler:
             if op in ("lease_grant", "lease_keepalive"):
                 # The result's id: a retried grant answers the first grant's lease,
                 # which may since have been revoked.
-                lease = result["id"]
+                # A request id reused by a different command answers that command's
+                # result, which may carry no lease at all.
+                lease, ttl = result.get("id"), result.get("ttl")
+                if type(lease) is not int or type(ttl) is not int:
+                    continue
                 renewals = self._store().lease_renewals.get(lease)
                 if renewals is None:
                     continue
-                self._lease_deadlines[lease] = self._clock.seconds() + result["ttl"]
+                self._lease_deadlines[lease] = self._clock.seconds() + ttl
                 if self.armed:
-                    self._arm_lease(lease, result["ttl"], renewals)
-            elif op == "lease_revoke":
+                    self._arm_lease(lease, ttl, renewals)
+            elif op == "lease_revoke" and command["id"] not in self._store().leases:
                 self._lease_deadlines.pop(command["id"], None)
                 timer = self._lease_timers.pop(command["id"], None)
                 if timer is not None and timer.active():

@@ -177,18 +177,31 @@ class AuthState:
         if op in ("lease_grant", "lease_keepalive", "lease_revoke"):
             return True  # any user; a revoke's keys are checked by the store, which has them
         if op in ("put", "del"):
-            return self._permits_span(user, WRITE, command)
+            return self._permits_write(user, command)
         return (all(self._permits_span(user, READ, c) for c in command["compare"])
-                and all(self._permits_span(user, READ if item["op"] in ("get", "range")
-                                           else WRITE, item)
+                and all(self._permits_span(user, READ, item) if item["op"] in ("get", "range")
+                        else self._permits_write(user, item)
                         for item in (*command["success"], *command["failure"])))
+
+    def _permits_write(self, name: str, item: dict[str, Any]) -> bool:
+        """A put or delete: write access to what it changes, and read access too
+        when it answers the previous keys (``prev_kv``), as etcd checks it."""
+        return self._permits_span(name, WRITE, item) and (
+            not item.get("prev_kv") or self._permits_span(name, READ, item))
 
     def _permits_span(self, name: str, access: str, item: dict[str, Any]) -> bool:
         """``permits`` over what one command, op or compare touches: its key, or
-        ``[k, end)`` when it has an ``end`` (empty: to the end of the key space)."""
-        if "end" in item and item["end"] is not None:
-            return self.permits(name, access, item["k"], item["end"] or None)
-        return self.permits_key(name, access, item["k"])
+        ``[k, end)`` for a range (``end`` empty: to the end of the key space).
+
+        A put or a get names one key whatever else it carries, and a range
+        that ends at or before its key is checked as that key: the span
+        checked is never narrower than the one the store touches.
+        """
+        key, end = item["k"], item.get("end")
+        if item.get("op") not in ("put", "get") and isinstance(end, bytes) and (
+                not end or end > key):
+            return self.permits(name, access, key, end or None)
+        return self.permits_key(name, access, key)
 
     def describe_users(self) -> list[dict[str, Any]]:
         return [{"name": name, "roles": self.roles_of(name)} for name in sorted(self.users)]

@@ -15,6 +15,7 @@ import binascii
 import functools
 import hashlib
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from kvd.commands import MAX_LEASE_TTL, problem
 from kvd.node import Node
 from kvd.store import (
     DELETE,
+    PUT,
     Command,
     Event,
     KeyValue,
@@ -83,11 +85,16 @@ class EtcdError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+#: An int64 as protobuf's JSON writes it in a string (ASCII digits only).
+_INT64_TEXT = re.compile(r"-?[0-9]{1,19}")
+
+
 def _bad(message: str) -> EtcdError:
     return EtcdError(400, INVALID_ARGUMENT, message)
 
 
 LEASE_NOT_FOUND = "etcdserver: requested lease not found"
+REQUEST_TOO_LARGE = "etcdserver: request is too large"
 
 
 @functools.lru_cache(maxsize=64)
@@ -154,7 +161,7 @@ class Body:
         value = self.fields.get(name)
         if value is None:
             return 0
-        if isinstance(value, str) and value.lstrip("-").isdigit():
+        if isinstance(value, str) and _INT64_TEXT.fullmatch(value):
             value = int(value)
         if type(value) is not int or not low <= value <= high:
             raise _bad(f"'{name}' must be an integer from {low} to {high}")
@@ -287,14 +294,13 @@ class EtcdGateway:
         if not key:
             raise _bad("etcdserver: key is not provided")
         if len(key) > self.api.limits.max_key_bytes:
-            raise EtcdError(413, RESOURCE_EXHAUSTED,
-                            f"etcdserver: key longer than {self.api.limits.max_key_bytes} bytes")
+            raise _bad(REQUEST_TOO_LARGE)  # etcd bounds the request, so a key, the same way
         return key
 
     def _value(self, body: Body) -> bytes:
         value = body.bytes("value")
         if len(value) > self.api.limits.max_value_bytes:
-            raise EtcdError(413, RESOURCE_EXHAUSTED, "etcdserver: request is too large")
+            raise _bad(REQUEST_TOO_LARGE)
         return value
 
     async def _propose(self, request: IRequest, command: Command,
@@ -320,6 +326,13 @@ class EtcdGateway:
             self.api.access.permit_keys(node.store.auth, user, access, [key])
         else:
             self.api.access.permit_range(node.store.auth, user, access, key, end or None)
+
+    def _permit_write(self, node: Node, user: str | None, op: Command) -> None:
+        """A put or delete: write access, and read access too if it answers the
+        previous keys (``prev_kv``), as etcd asks of it."""
+        self._permit(node, user, WRITE, op["k"], op.get("end"))
+        if op.get("prev_kv"):
+            self._permit(node, user, READ, op["k"], op.get("end"))
 
     # Version, status, members
 
@@ -441,7 +454,7 @@ class EtcdGateway:
         body = self._body(request)
         user = self.api.caller(request)
         command = self._put_op(body)
-        self._permit(self.api.node(), user, WRITE, command["k"], None)
+        self._permit_write(self.api.node(), user, command)
         command["rid"] = uuid.uuid4().hex
         result = await self._propose(request, command, user)
         prev = result.get("prev_kv")
@@ -461,7 +474,7 @@ class EtcdGateway:
         body = self._body(request)
         user = self.api.caller(request)
         command = self._delete_op(body)
-        self._permit(self.api.node(), user, WRITE, command["k"], command["end"])
+        self._permit_write(self.api.node(), user, command)
         command["rid"] = uuid.uuid4().hex
         result = await self._propose(request, command, user)
         return self._ok(request, self.api.node(), {
@@ -482,7 +495,8 @@ class EtcdGateway:
 
     # Transactions
 
-    def _compare(self, item: Any) -> dict[str, Any]:
+    def _compare(self, item: Any) -> list[dict[str, Any]]:
+        """One etcd compare as the store's compares (all must hold)."""
         body = Body(item, "a compare")
         target = body.enum("target", COMPARE_TARGETS)
         store_target, field = _TARGETS[target]
@@ -494,7 +508,11 @@ class EtcdGateway:
         end = _range_end(body, key)
         if end is not None:
             compare["end"] = end
-        return compare
+        elif target == "VALUE":
+            # etcd: a value compare on a missing key fails, whatever the result asked
+            # for; the store's own ``value`` compare says a missing key != anything.
+            return [{"k": key, "target": "exists", "cmp": "==", "value": True}, compare]
+        return [compare]
 
     def _txn_op(self, item: Any) -> Command:
         body = Body(item, "a txn op")
@@ -524,17 +542,22 @@ class EtcdGateway:
     async def txn(self, request: IRequest) -> bytes:
         body = self._body(request)
         user = self.api.caller(request)
-        compare = [self._compare(c) for c in body.list("compare")]
-        success = [self._txn_op(o) for o in body.list("success")]
-        failure = [self._txn_op(o) for o in body.list("failure")]
-        if len(compare) + len(success) + len(failure) > MAX_TXN_OPS:
+        parts = [body.list(name) for name in ("compare", "success", "failure")]
+        if any(len(part) > MAX_TXN_OPS for part in parts):  # etcd bounds each list
             raise _bad("etcdserver: too many operations in txn request")
+        compare = [c for item in parts[0] for c in self._compare(item)]
+        success = [self._txn_op(o) for o in parts[1]]
+        failure = [self._txn_op(o) for o in parts[2]]
+        for ops in (success, failure):
+            _check_no_duplicate_writes(ops)
         node = self.api.node()
         for item in compare:
             self._permit(node, user, READ, item["k"], item.get("end"))
         for op in (*success, *failure):
-            self._permit(node, user, READ if op["op"] == "range" else WRITE, op["k"],
-                         op.get("end"))
+            if op["op"] == "range":
+                self._permit(node, user, READ, op["k"], op.get("end"))
+            else:
+                self._permit_write(node, user, op)
         keys_only = {id(op) for op in (*success, *failure) if op.pop("keys_only", False)}
         ops_run = success, failure
         result = await self._propose(
@@ -668,7 +691,21 @@ class EtcdGateway:
             def matches(k: bytes) -> bool:
                 return key <= k < end
         return GatewayWatch(self, request, node, matches, create.int("start_revision"),
-                            filters, create.int("watch_id")).start()
+                            filters, create.int("watch_id"), create.bool("prev_kv")).start()
+
+
+def _check_no_duplicate_writes(ops: list[Command]) -> None:
+    """etcd refuses a txn branch that writes one key twice: two puts of a key, or
+    a put inside a range the branch also deletes."""
+    puts = [op["k"] for op in ops if op["op"] == "put"]
+    if len(set(puts)) < len(puts):
+        raise _bad("etcdserver: duplicate key given in txn request")
+    for op in ops:
+        if op["op"] != "del":
+            continue
+        start, end = op["k"], op["end"]
+        if any(start <= key and (not end or key < end) for key in puts):
+            raise _bad("etcdserver: duplicate key given in txn request")
 
 
 class GatewayWatch:
@@ -678,12 +715,12 @@ class GatewayWatch:
 
     def __init__(self, gateway: EtcdGateway, request: IRequest, node: Node,
                  matches: Callable[[bytes], bool], start_revision: int,
-                 filters: set[str], watch_id: int) -> None:
+                 filters: set[str], watch_id: int, prev_kv: bool = False) -> None:
         self.gateway, self.request, self.node = gateway, request, node
         self.store = node.store
         self.matches, self.start_revision = matches, start_revision
-        self.skip = {"PUT" if f == "NOPUT" else DELETE for f in filters}
-        self.watch_id = watch_id
+        self.skip = {PUT if f == "NOPUT" else DELETE for f in filters}
+        self.watch_id, self.prev_kv = watch_id, prev_kv
         self.pending: list[Event] = []
         self.done: Deferred[None] = Deferred(lambda _: self._close())
 
@@ -714,7 +751,8 @@ class GatewayWatch:
         return self.done
 
     def _event(self, event: Event) -> None:
-        if self.matches(event.key):
+        # A start revision still to come: the changes before it are not asked for.
+        if event.revision >= self.start_revision and self.matches(event.key):
             self.pending.append(event)
 
     def _flush(self, *applied: object) -> None:
@@ -722,15 +760,21 @@ class GatewayWatch:
         events, self.pending = self.pending, []
         by_revision: dict[int, list[dict[str, Any]]] = {}
         for event in events:
-            if event.type.upper() in self.skip:
+            if event.type in self.skip:
                 continue
-            kv: dict[str, Any] = {"key": _b64(event.key), "mod_revision": str(event.revision)}
-            if event.type != DELETE:
-                kv.update(_kv(self.store.record(KeyValue(
-                    event.key, event.value, event.create_revision, event.revision,
-                    event.version))))
-            by_revision.setdefault(event.revision, []).append(
-                {"type": "DELETE" if event.type == DELETE else "PUT", "kv": kv})
+            item: dict[str, Any]
+            if event.type == DELETE:
+                item = {"type": "DELETE", "kv": {"key": _b64(event.key),
+                                                 "mod_revision": str(event.revision)}}
+            else:  # PUT is etcd's zero event type, so its JSON leaves the type out
+                item = {"kv": _kv({"key": event.key, "value": event.value,
+                                   "create_revision": event.create_revision,
+                                   "mod_revision": event.revision,
+                                   "version": event.version, "lease": event.lease})}
+            previous = event.previous_record() if self.prev_kv else None
+            if previous is not None:
+                item["prev_kv"] = _kv(previous)
+            by_revision.setdefault(event.revision, []).append(item)
         for revision, items in by_revision.items():
             self._message({"events": items}, revision)
 

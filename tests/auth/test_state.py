@@ -192,3 +192,85 @@ def test_only_the_leaders_expiry_delete_skips_the_user_check() -> None:
     assert [r.get("error") for r in results] == [
         "invalid_command", "permission_denied", "permission_denied", "permission_denied"]
     assert not store.auth.is_root("ann")
+
+
+def _store_with_grants(*grants: tuple[str, bytes, str], key: bytes = b"") -> Store:
+    """A store with auth on, one user per grant (name, prefix, permission) and
+    ``key`` (if any) written before auth was enabled, with value ``kept``."""
+    store = Store()
+    commands = [auth("user_add", name=ROOT, hash=b"h")]
+    if key:
+        commands.append({"op": "put", "k": key, "v": b"kept"})
+    for name, prefix, permission in grants:
+        commands += [auth("user_add", name=name, hash=b"h"), auth("role_add", role=name),
+                     auth("role_grant", role=name, prefix=prefix, perm=permission),
+                     auth("user_grant", name=name, role=name)]
+    store.apply(1, [*commands, auth("enable")])
+    return store
+
+
+# Fails if: AuthState reads an 'end' on a put or a get (a span ending before its key
+# passes every check, so a put to any key goes through), or checks a range that ends
+# at or before its key as empty.
+def test_an_end_never_narrows_what_a_command_is_checked_for() -> None:
+    store = _store_with_grants(("ann", b"a/", "readwrite"), key=b"secret")
+    put = {"op": "put", "k": b"secret", "v": b"taken", "user": "ann"}
+    results = store.apply(3, [
+        {**put, "end": b"a"},
+        {**put, "k": b"a/1", "end": 5},
+        {"op": "del", "k": b"secret", "end": None, "user": "ann"},
+        {"op": "txn", "compare": [], "failure": [], "user": "ann",
+         "success": [{"op": "get", "k": b"secret", "end": b"a"}]},
+    ])
+    assert [r.get("error") for r in results] == ["invalid_command"] * 4
+    assert "end" in results[0]["message"]
+    ranged = store.apply(4, [
+        {"op": "txn", "compare": [], "failure": [], "user": "ann",
+         "success": [{"op": "range", "k": b"secret", "end": b"a"}]},
+        {"op": "del", "k": b"secret", "end": b"a", "user": "ann"},
+        {"op": "txn", "compare": [{"k": b"secret", "end": b"a", "target": "exists",
+                                   "value": False}],
+         "success": [], "failure": [], "user": "ann"},
+    ])
+    assert [r.get("error") for r in ranged] == ["permission_denied"] * 3
+    kept = store.get(b"secret")
+    assert kept is not None and kept.value == b"kept"
+
+
+# Fails if: a put or delete that asks for the previous keys (prev_kv) is checked for
+# write access alone: a write-only user would read what it overwrites.
+def test_a_write_answering_the_previous_keys_needs_read_access_too() -> None:
+    store = _store_with_grants(("wo", b"w/", "write"), ("rw", b"w/", "readwrite"),
+                               key=b"w/x")
+    results = store.apply(3, [
+        {"op": "put", "k": b"w/x", "v": b"1", "prev_kv": True, "user": "wo"},
+        {"op": "del", "k": b"w/", "end": b"w0", "prev_kv": True, "user": "wo"},
+        {"op": "txn", "compare": [], "failure": [], "user": "wo",
+         "success": [{"op": "put", "k": b"w/x", "v": b"2", "prev_kv": True}]},
+        {"op": "txn", "compare": [], "failure": [], "user": "wo",
+         "success": [{"op": "del", "k": b"w/", "end": b"w0", "prev_kv": True}]},
+        {"op": "put", "k": b"w/x", "v": b"3", "user": "wo"},
+        {"op": "put", "k": b"w/x", "v": b"4", "prev_kv": True, "user": "rw"},
+    ])
+    assert [r.get("error") for r in results] == ["permission_denied"] * 4 + [None, None]
+    assert results[5]["prev_kv"]["value"] == b"3"
+
+
+# Fails if: a put may attach a key to a lease whose keys its user may not write (etcd's
+# checkLeasePuts): anyone could pin a key to another user's lease, whose owner then
+# could not revoke it.
+def test_a_put_attaches_a_key_to_a_lease_only_if_its_user_may_write_the_leases_keys(
+        ) -> None:
+    store = _store_with_grants(("ann", b"a/", "readwrite"), ("bob", b"b/", "readwrite"))
+    store.apply(2, [{"op": "lease_grant", "id": 7, "ttl": 60, "user": "ann"},
+                    {"op": "put", "k": b"a/1", "v": b"v", "lease": 7, "user": "ann"}])
+    results = store.apply(3, [
+        {"op": "put", "k": b"b/1", "v": b"v", "lease": 7, "user": "bob"},
+        {"op": "txn", "compare": [], "success": [], "user": "bob",
+         "failure": [{"op": "put", "k": b"b/2", "v": b"v", "lease": 7}]},
+        {"op": "lease_revoke", "id": 7, "user": "bob"},
+    ])
+    assert [r.get("error") for r in results] == ["permission_denied"] * 3
+    assert store.lease_keys[7] == {b"a/1"}
+    [revoked] = store.apply(4, [{"op": "lease_revoke", "id": 7, "user": "ann"}])
+    assert revoked["ok"] and store.get(b"a/1") is None

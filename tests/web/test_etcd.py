@@ -42,12 +42,12 @@ def over_root(client: Client, api: ClientAPI) -> StubTreq:
 
 
 class Etcd(Client):
-    def __init__(self, path: str) -> None:
-        super().__init__(path, max_body_bytes=4096)
+    def __init__(self, path: str, max_body_bytes: int = 4096) -> None:
+        super().__init__(path, max_body_bytes=max_body_bytes)
         node = self.node
         assert node is not None
         self.api = ClientAPI(lambda: self.node, Limits(max_key_bytes=64, max_value_bytes=64,
-                                                        max_body_bytes=4096),
+                                                        max_body_bytes=max_body_bytes),
                              leases=lambda: replica_of(node).expiry)
         self.treq = over_root(self, self.api)
 
@@ -405,3 +405,128 @@ def test_any_body_gets_an_answer_or_an_etcd_error_never_a_500(
     assert code in (200, 400, 404, 412, 413, 501), (code, answer)
     if code != 200:
         assert set(answer) == {"error", "message", "code"}
+
+
+def test_txn_limits_and_duplicate_keys_as_etcd_answers_them(tmp_path: Any) -> None:
+    etcd = Etcd(str(tmp_path), max_body_bytes=65536)
+    put = {"request_put": {"key": b64("d"), "value": b64("v")}}
+    # etcd bounds each list at 128, not the three together.
+    many = {"compare": [{"key": b64(f"c{i}"), "target": "VERSION", "result": "EQUAL"}
+                        for i in range(100)],
+            "success": [{"request_range": {"key": b64(f"r{i}")}} for i in range(100)]}
+    assert etcd.ok("/v3/kv/txn", many)["succeeded"] is True
+    code, answer = etcd.post("/v3/kv/txn", {"success": [{"request_range": {"key": b64("r")}}]
+                                            * 129})
+    assert (code, answer["code"]) == (400, 3)
+    assert answer["error"] == "etcdserver: too many operations in txn request"
+    for branch in ([put, put],
+                   [put, {"request_delete_range": {"key": b64("a"), "range_end": b64("e")}}],
+                   [{"request_delete_range": {"key": b64("d")}}, put]):
+        code, answer = etcd.post("/v3/kv/txn", {"success": branch})
+        assert (code, answer["error"]) == (400, "etcdserver: duplicate key given in txn "
+                                                "request"), branch
+    # One put in each branch is not a duplicate, nor are two deletes of one key.
+    assert etcd.ok("/v3/kv/txn", {"success": [put], "failure": [put]})["succeeded"] is True
+    twice = {"request_delete_range": {"key": b64("d")}}
+    assert etcd.ok("/v3/kv/txn", {"success": [twice, twice]})["succeeded"] is True
+    assert etcd.state() == []
+
+
+def test_a_value_compare_on_a_missing_key_fails_whatever_its_result(etcd: Etcd) -> None:
+    for result in ("EQUAL", "NOT_EQUAL", "GREATER", "LESS"):
+        answer = etcd.ok("/v3/kv/txn", {"compare": [
+            {"key": b64("missing"), "target": "VALUE", "result": result,
+             "value": b64("x")}]})
+        assert "succeeded" not in answer, result
+    etcd.put("there", "y")
+    assert etcd.ok("/v3/kv/txn", {"compare": [
+        {"key": b64("there"), "target": "VALUE", "result": "NOT_EQUAL",
+         "value": b64("x")}]})["succeeded"] is True
+
+
+@pytest.mark.parametrize("text", ["--5", "²", "٣", "1_000", "+5", "0x10", "5x",
+                                  "99999999999999999999"])
+def test_an_int64_field_takes_ascii_digits_only(etcd: Etcd, text: str) -> None:
+    code, answer = etcd.post("/v3/kv/range", {"key": b64("a"), "limit": text})
+    assert (code, answer["code"]) == (400, 3), text
+    assert etcd.ok("/v3/kv/range", {"key": b64("a"), "limit": "7"})["header"]
+
+
+def test_a_key_or_value_over_the_limit_is_etcds_request_too_large(etcd: Etcd) -> None:
+    for body in ({"key": b64("k" * 65), "value": b64("v")},
+                 {"key": b64("k"), "value": b64("v" * 65)}):
+        code, answer = etcd.post("/v3/kv/put", body)
+        assert (code, answer) == (400, {"error": "etcdserver: request is too large",
+                                        "message": "etcdserver: request is too large",
+                                        "code": 3})
+
+
+def test_timetolive_rounds_down_as_etcd_does(etcd: Etcd) -> None:
+    lease = etcd.ok("/v3/lease/grant", {"TTL": 10})["ID"]
+    etcd.reactor.advance(0.5)
+    assert etcd.ok("/v3/lease/timetolive", {"ID": lease})["TTL"] == "9"
+
+
+def test_watch_nodelete_future_start_revision_prev_kv_and_leases(etcd: Etcd) -> None:
+    etcd.put("f", "0")
+    lease = etcd.ok("/v3/lease/grant", {"TTL": 60, "ID": 9})["ID"]
+    no_deletes, _ = watch(etcd, {"key": b64("f"), "filters": ["NODELETE"]})
+    # A start revision still to come: revisions 2 and 3 are not asked for.
+    future, _ = watch(etcd, {"key": b64("f"), "start_revision": 4, "prev_kv": True})
+    etcd.put("f", "1", lease=lease)                    # revision 2
+    etcd.ok("/v3/kv/deleterange", {"key": b64("f")})   # revision 3
+    etcd.put("f", "2")                                 # revision 4
+    etcd.put("f", "3")                                 # revision 5
+    etcd.treq.flush()
+    events = [e for m in no_deletes[1:] for e in m["result"]["events"]]
+    # PUT is etcd's zero event type: its JSON leaves "type" out.
+    assert [("type" in e, unb64(e["kv"]["value"]), e["kv"].get("lease")) for e in events] == [
+        (False, b"1", "9"), (False, b"2", None), (False, b"3", None)]
+    later = [e for m in future[1:] for e in m["result"]["events"]]
+    assert [e["kv"]["mod_revision"] for e in later] == ["4", "5"]
+    # prev_kv: nothing before the put that re-created the key, then the value it replaced.
+    assert ["prev_kv" in later[0], unb64(later[1]["prev_kv"]["value"])] == [False, b"2"]
+    # Deleting a key attached to a lease, seen with prev_kv, shows the lease it had.
+    with_prev, _ = watch(etcd, {"key": b64("g"), "prev_kv": True})
+    etcd.put("g", "v", lease=lease)
+    etcd.ok("/v3/lease/revoke", {"ID": lease})
+    etcd.treq.flush()
+    put_event, delete_event = [e for m in with_prev[1:] for e in m["result"]["events"]]
+    assert delete_event["type"] == "DELETE"
+    assert delete_event["prev_kv"]["lease"] == "9"
+    assert unb64(delete_event["prev_kv"]["value"]) == b"v"
+
+
+# Fails if: the gateway checks a put or delete asking for prev_kv for write access
+# alone (the store would refuse it when it applies, but only after it was logged).
+def test_a_write_only_user_gets_no_previous_values_and_nothing_is_logged(
+        tmp_path: Any) -> None:
+    client = SecuredEtcd(str(tmp_path))
+    client.setup()
+    root = client.login("root", "rootpw")
+    grants: list[tuple[str, Any]] = [("/api/v1/auth/users/wo", {"password": "wopw"}),
+                      ("/api/v1/auth/roles/drop", None),
+                      ("/api/v1/auth/roles/drop/permissions", {"prefix": "drop/",
+                                                               "permission": "write"}),
+                      ("/api/v1/auth/users/wo/roles/drop", None)]
+    for url, grant in grants:
+        assert client.json("PUT", url, grant, root)[0] == 200, url
+    token = {b"Authorization": [client.login("wo", "wopw").encode()]}
+
+    def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        code, answer, _ = client.call("POST", path, json.dumps(body).encode(), token)
+        return code, answer
+
+    assert post("/v3/kv/put", {"key": b64("drop/a"), "value": b64("secret")})[0] == 200
+    assert client.node is not None
+    logged = client.node.rlog.last_index
+    refused: list[tuple[str, dict[str, Any]]] = [
+            ("/v3/kv/put", {"key": b64("drop/a"), "value": b64("x"), "prev_kv": True}),
+            ("/v3/kv/deleterange", {"key": b64("drop/"), "range_end": b64("drop0"),
+                                    "prev_kv": True}),
+            ("/v3/kv/txn", {"success": [{"request_put": {
+                "key": b64("drop/a"), "value": b64("x"), "prev_kv": True}}]})]
+    for path, body in refused:
+        code, answer = post(path, body)
+        assert (code, answer["code"]) == (403, 7), path
+    assert client.node.rlog.last_index == logged
