@@ -193,13 +193,12 @@ class AuthState:
         """``permits`` over what one command, op or compare touches: its key, or
         ``[k, end)`` for a range (``end`` empty: to the end of the key space).
 
-        A put or a get names one key whatever else it carries, and a range
-        that ends at or before its key is checked as that key: the span
-        checked is never narrower than the one the store touches.
+        ``commands.problem`` refuses an ``end`` on a put or a single-key get,
+        and a range that ends at or before its key is checked as that key:
+        the span checked is never narrower than the one the store touches.
         """
         key, end = item["k"], item.get("end")
-        if item.get("op") not in ("put", "get") and isinstance(end, bytes) and (
-                not end or end > key):
+        if isinstance(end, bytes) and (not end or end > key):
             return self.permits(name, access, key, end or None)
         return self.permits_key(name, access, key)
 

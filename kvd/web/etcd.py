@@ -85,8 +85,9 @@ class EtcdError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-#: An int64 as protobuf's JSON writes it in a string (ASCII digits only).
-_INT64_TEXT = re.compile(r"-?[0-9]{1,19}")
+#: An int64 in a string as etcd's gateway reads it: ASCII digits, no leading zero,
+#: JSON whitespace around.
+_INT64_TEXT = re.compile(r"[ \t\r\n]*-?(0|[1-9][0-9]{0,18})[ \t\r\n]*")
 
 
 def _bad(message: str) -> EtcdError:
@@ -704,7 +705,9 @@ def _check_no_duplicate_writes(ops: list[Command]) -> None:
         if op["op"] != "del":
             continue
         start, end = op["k"], op["end"]
-        if any(start <= key and (not end or key < end) for key in puts):
+        # A delete to the end ("\0", b"" here) is an interval etcd builds backwards,
+        # so it overlaps nothing there, and nothing here.
+        if any(start <= key and end and key < end for key in puts):
             raise _bad("etcdserver: duplicate key given in txn request")
 
 

@@ -231,8 +231,12 @@ def test_an_end_never_narrows_what_a_command_is_checked_for() -> None:
         {"op": "txn", "compare": [{"k": b"secret", "end": b"a", "target": "exists",
                                    "value": False}],
          "success": [], "failure": [], "user": "ann"},
+        # A compare is checked over its range whatever else it carries.
+        {"op": "txn", "compare": [{"k": b"a/", "end": b"", "target": "value", "cmp": "==",
+                                   "value": b"kept", "op": "get"}],
+         "success": [], "failure": [], "user": "ann"},
     ])
-    assert [r.get("error") for r in ranged] == ["permission_denied"] * 3
+    assert [r.get("error") for r in ranged] == ["permission_denied"] * 4
     kept = store.get(b"secret")
     assert kept is not None and kept.value == b"kept"
 
