@@ -126,11 +126,14 @@ def problem(command: Any) -> str | None:
     if op == "noop":
         return None
     if op == "config":
-        voters = command.get("voters")
-        if not isinstance(voters, list) or not voters or not all(
-                isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v)
-                for v in voters):
-            return "'voters' must be a non-empty list of [node id, incarnation]"
+        for name in ("voters", "joint"):
+            voters = command.get(name)
+            if name == "joint" and voters is None:
+                continue
+            if not isinstance(voters, list) or not voters or not all(
+                    isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v)
+                    for v in voters):
+                return f"'{name}' must be a non-empty list of [node id, incarnation]"
         return None
     if not isinstance(op, str):
         return "'op' must be a string"

@@ -31,6 +31,7 @@ from kvd.replication import messages
 from kvd.replication.leader import Leader, NotLeading, RefusedBatch
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.peer import NotDelivered, PeerClient, PeerError
+from kvd.replication.quorum import Quorums, VoterSet, config_voter_sets, write_quorum_for
 from kvd.roles import Role
 from kvd.store import Command, Result, Store
 from kvd.wal import snapshot
@@ -118,7 +119,16 @@ class Node:
         #: Voters from the ZooKeeper config znode; only used while the log has none.
         self.bootstrap_voters: dict[str, str] = {}
         self.snapshot_voters: dict[str, str] = {}
-        self._voters_cache: tuple[tuple[int, int], dict[str, str]] | None = None
+        #: The old voters of a joint change in effect at the snapshot's index.
+        self.snapshot_joint: dict[str, str] = {}
+        #: The cluster's configured N (for a voter set's W: see quorum.write_quorum_for);
+        #: None: every voter set takes the W it is given.
+        self.replicas: int | None = None
+        self._voters_cache: tuple[tuple[int, int], list[dict[str, str]]] | None = None
+        #: A standalone node is its own voter set (kept, so its quorums are cached).
+        self._standalone_set = [{identity.node_id: identity.incarnation}]
+        self._quorums_cache: tuple[list[dict[str, str]], tuple[int, int | None],
+                                   Quorums] | None = None
         self.peer = peer
         self._read_batch: Deferred[int] | None = None
         self._read_batch_sent = False
@@ -206,7 +216,7 @@ class Node:
         self.epoch = epoch
         leader = Leader(self.reactor, self.rlog, epoch, write_quorum, self.apply_committed,
                         self.node_id, self.settings.url, self.saw_epoch, clock=self.clock,
-                        peer_url=self.peer_url)
+                        peer_url=self.peer_url, quorums=self.quorums)
         leader.incarnation = self.identity.incarnation
         leader.observe_round = self.observe_round
         leader.write_timeout = self.settings.write_timeout
@@ -320,6 +330,7 @@ class Node:
         voters = meta.get("voters")
         if voters:
             self.snapshot_voters = {str(i): str(inc) for i, inc in voters}
+            self.snapshot_joint = {str(i): str(inc) for i, inc in meta.get("joint") or ()}
             self._voters_cache = None
 
     def replace_store(self, store: Store) -> None:
@@ -332,16 +343,55 @@ class Node:
 
     # Voters (safety rule 4)
 
-    def voters(self) -> dict[str, str]:
-        """node id -> incarnation: the newest config entry in the log, else bootstrap."""
+    def voter_sets(self) -> list[dict[str, str]]:
+        """node id -> incarnation of each voter set in effect: the newest config
+        entry in the log (even uncommitted, as in Raft), else the snapshot's, else
+        bootstrap. Two sets, old then new, while a change is joint."""
         config = self.rlog.newest_config()
         if config is not None:
             # A truncation may put another config entry at the same index.
             key = (self.rlog.config_indexes[-1], self.rlog.generation)
             if self._voters_cache is None or self._voters_cache[0] != key:
-                self._voters_cache = (key, {str(i): str(inc) for i, inc in config["voters"]})
+                self._voters_cache = (key, config_voter_sets(config))
             return self._voters_cache[1]
-        return self.snapshot_voters or self.bootstrap_voters
+        if self.snapshot_voters:
+            return ([self.snapshot_joint, self.snapshot_voters] if self.snapshot_joint
+                    else [self.snapshot_voters])
+        return [self.bootstrap_voters]
+
+    def voter_sets_at(self, index: int) -> list[dict[str, str]]:
+        """The voter sets in effect at entry ``index`` (for a snapshot taken there:
+        a config entry above it may yet be truncated)."""
+        for at in reversed(self.rlog.config_indexes):
+            if at <= index:
+                for command in reversed(self.rlog.entry(at).commands):
+                    if command.get("op") == "config":
+                        return config_voter_sets(command)
+        if self.snapshot_voters:
+            return ([self.snapshot_joint, self.snapshot_voters] if self.snapshot_joint
+                    else [self.snapshot_voters])
+        return [self.bootstrap_voters]
+
+    def voters(self) -> dict[str, str]:
+        """node id -> incarnation of every voter in effect (both sets while joint):
+        who gets NEWEPOCH and PREPAREs as a voter, and whose messages count."""
+        sets = self.voter_sets()
+        if len(sets) == 1:
+            return sets[0]
+        return {**sets[0], **sets[1]}
+
+    def quorums(self, write_quorum: int) -> Quorums:
+        """What a write, a read round and a sync need: a quorum of every voter set."""
+        sets = self._standalone_set if self.role == Role.STANDALONE else self.voter_sets()
+        cached = self._quorums_cache
+        if cached is not None and cached[0] is sets and cached[1] == (write_quorum,
+                                                                       self.replicas):
+            return cached[2]  # asked at every acknowledgement: built once per config
+        replicas = self.replicas if self.replicas is not None else len(sets[-1])
+        quorums = Quorums([VoterSet(s, write_quorum_for(len(s), replicas, write_quorum))
+                           for s in sets])
+        self._quorums_cache = (sets, (write_quorum, self.replicas), quorums)
+        return quorums
 
     def voter_ids(self) -> set[str]:
         if self.role == Role.STANDALONE:

@@ -184,6 +184,7 @@ class ClusterCoordinator:
             await zk.watch_data(self.path("leader"), self._leader_changed)
         voters = {str(i): str(inc) for i, inc in config["voters"]}
         self.node.bootstrap_voters = voters if len(voters) >= self.replicas else {}
+        self.node.replicas = self.replicas
         if not self.node.is_voter():
             if len(voters) < self.replicas:
                 self.node.learner_waiting(f"waiting for voters to join "
@@ -526,7 +527,9 @@ class ClusterCoordinator:
                 self.log.info("Elected: syncing epoch {epoch}", epoch=epoch)
                 urls = {i: _peer_url(m) for i, m in self.members.items()}
                 await synchronise(node, self.follower, epoch, urls, self.peer,
-                                  self.replicas - self.write_quorum + 1)
+                                  self.write_quorum)
+                if not node.is_voter():
+                    raise SyncFailed("the adopted log does not count this node as a voter")
             except (HigherEpoch, Superseded) as e:
                 at_least = e.epoch + 1
                 continue
@@ -607,6 +610,14 @@ class ClusterCoordinator:
         leader = self.node.leader
         if leader is None:
             self._stop_liveness()
+            return
+        rlog = self.node.rlog
+        if not self.node.is_voter() and rlog.config_indexes and (
+                rlog.config_indexes[-1] <= rlog.commit_index):
+            # A committed change took this node out of the voter set: the new
+            # voters elect a leader of their own (rule 4).
+            self.log.warn("This node is no longer a voter: resigning")
+            ensureDeferred(self._resign())
             return
         if self.node.clock.seconds() - leader.quorum_seen_since() > QUORUM_GRACE_SECONDS:
             self.log.warn("No write quorum for {s}s: resigning (safety rule 13)",

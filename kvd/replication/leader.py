@@ -16,12 +16,14 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kvd.commands import command_bytes
 from kvd.errors import InDoubt
 from kvd.replication import messages
 from kvd.replication.log import ReplicatedLog
 from kvd.replication.messages import MAX_BATCH_BYTES
+from kvd.replication.quorum import Quorums
 from kvd.store import Command, noop_command
 from kvd.wal.record import LogEntry
 
@@ -97,6 +99,7 @@ class Leader:
         on_higher_epoch: Callable[[int], None] | None = None,
         clock: IReactorTime | None = None,
         peer_url: str = "",
+        quorums: Callable[[int], Quorums] | None = None,
     ) -> None:
         self.reactor = reactor
         self._reactor = reactor
@@ -118,6 +121,11 @@ class Leader:
         self._log = replicated_log
         self.epoch = epoch
         self.write_quorum = write_quorum
+        #: The voter sets in effect given our W (the node's log decides); None: one
+        #: set, this node and every link, of ``write_quorum``.
+        self._quorums = quorums
+        #: A joint change whose second entry (the new set alone) this leader appended.
+        self._finishing: int | None = None
         self._on_commit = on_commit
         self.links: dict[str, FollowerLink] = {}
         self._queue: list[Proposal] = []
@@ -256,14 +264,19 @@ class Leader:
         if self._on_higher_epoch is not None:
             self._on_higher_epoch(epoch)
 
+    def quorums(self) -> Quorums:
+        """The voter sets every decision needs a quorum of (rule 4)."""
+        if self._quorums is not None:
+            return self._quorums(self.write_quorum)
+        return Quorums.single({self.node_id: "", **{i: "" for i in self.links}},
+                              self.write_quorum)
+
     def quorum_seen_since(self) -> float:
-        """When W voters (this one included) last all answered: for liveness (rule 13)."""
-        times = sorted((link.last_ok for link in self.links.values() if link.voter),
-                       reverse=True)
-        times.insert(0, self.clock.seconds())
-        if len(times) < self.write_quorum:
-            return 0.0
-        return times[self.write_quorum - 1]
+        """When W voters of every set (this one included) last all answered: for
+        liveness (rule 13)."""
+        times = {link.node_id: link.last_ok for link in self.links.values() if link.voter}
+        times[self.node_id] = max([self.clock.seconds(), *times.values()])  # ours: freshest
+        return self.quorums().latest_quorum_time(times)
 
     # Read index (DESIGN section 6, safety rule 10)
 
@@ -292,11 +305,11 @@ class Leader:
         round_ = self._round
         if round_ is None:
             return
-        confirmed = 1 + sum(
-            1 for link in self.links.values()
+        confirmed = {self.node_id, *(
+            link.node_id for link in self.links.values()
             if link.voter and link.confirmed_seq >= round_.thresholds.get(link.node_id, 1 << 62)
-        )
-        if confirmed < self.write_quorum:
+        )}
+        if not self.quorums().reached(confirmed):
             return
         self._round = None
         for read in round_.reads:
@@ -313,12 +326,9 @@ class Leader:
             # This node promised a newer epoch: nothing more commits by our count,
             # the marker included (rule 1); the node steps down.
             return
-        held = [self._log.durable_index]
-        held += [link.match_index for link in self.links.values() if link.voter]
-        held.sort(reverse=True)
-        if len(held) < self.write_quorum:
-            return
-        candidate = held[self.write_quorum - 1]
+        held = {link.node_id: link.match_index for link in self.links.values() if link.voter}
+        held[self.node_id] = self._log.durable_index
+        candidate = self.quorums().highest_held(held)
         if candidate <= self._log.commit_index or candidate < self.marker_index:
             return
         if self._log.epoch_at(candidate) != self.epoch:
@@ -332,4 +342,31 @@ class Leader:
                 if proposed is not None and self.observe_round is not None:
                     self.observe_round(proposed[0], now - proposed[1])
         self._on_commit(candidate)
+        self._finish_joint_change()
         self._wake_links()
+
+    def _finish_joint_change(self) -> None:
+        """Once a joint config (old and new voters) has committed, append the new
+        set alone, once; until then both sets decide (rule 4). A new leader that
+        inherits a joint entry finishes it the same way once its marker commits."""
+        config_indexes = self._log.config_indexes
+        if not config_indexes or config_indexes[-1] > self._log.commit_index:
+            return
+        at = config_indexes[-1]
+        if self._finishing == at:
+            return
+        config = self._log.newest_config()
+        if config is None or not config.get("joint"):
+            return
+        self._finishing = at
+        self.log.info("The joint configuration at {index} committed: appending the new "
+                      "voter set alone", index=at)
+        self.propose([{"op": "config", "voters": config["voters"]}]).addErrback(
+            self._finish_failed, at)
+
+    def _finish_failed(self, failure: Failure, at: int) -> None:
+        """Tried again at the next commit (a hand-over may have paused writes)."""
+        self.log.warn("Could not finish the change of voters: {error}",
+                      error=failure.getErrorMessage())
+        if self._finishing == at:
+            self._finishing = None

@@ -81,7 +81,7 @@ class SnapshotSource(Protocol):
     store: Store
     rlog: ReplicatedLog
 
-    def voters(self) -> dict[str, str]: ...
+    def voter_sets_at(self, index: int) -> list[dict[str, str]]: ...
 
     def adopt_snapshot_meta(self, meta: dict[str, Any]) -> None: ...
 
@@ -108,7 +108,12 @@ class Snapshotter:
         self._running = True
         # The voter set travels with the snapshot: once compacted, the log's
         # config entry is gone, and voters live in the log (safety rule 4).
-        meta = {"voters": sorted([i, inc] for i, inc in source.voters().items()),
+        # The sets in effect at the snapshot's index: a config entry above it is
+        # still in the log, and may yet be truncated.
+        sets = source.voter_sets_at(index)
+        meta = {"voters": sorted([i, inc] for i, inc in sets[-1].items()),
+                **({"joint": sorted([i, inc] for i, inc in sets[0].items())}
+                   if len(sets) > 1 else {}),
                 # Compaction may delete the segment holding the promise record.
                 "promised_epoch": source.rlog.promised_epoch,
                 "promised_leader": source.rlog.promised_leader}

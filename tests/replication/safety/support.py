@@ -115,9 +115,11 @@ def install(node: Node, sender: str, epoch: int, snap: LogEntry, data: bytes,
 
 def run_sync(node: Node, epoch: int, peers: Peers, quorum: int,
              urls: dict[str, str] | None = None) -> Answer:
+    """Sync ``node`` as a candidate of ``epoch`` that needs ``quorum`` answers (R)."""
     urls = urls if urls is not None else {v: f"http://{v}" for v in VOTERS}
+    write_quorum = len(node.voters()) - quorum + 1
     return Answer(Deferred.fromCoroutine(synchronise(node, follower_of(node), epoch, urls,
-                                                       peers.client(), quorum)))
+                                                       peers.client(), write_quorum)))
 
 
 def stream_to(leader_node: Node, peers: Peers, node_id: str) -> FollowerStream:

@@ -6,16 +6,28 @@ from typing import Any
 
 from kvd.node import Role
 from kvd.wal.layout import DataDir
+from kvd.wal.record import LogEntry
 from kvd.wal.recovery import recover
-from tests.replication.safety.support import cluster, epochs, give_log, lead, member
+from tests.replication.safety.support import (
+    cluster,
+    epochs,
+    give_log,
+    lead,
+    member,
+    run_sync,
+)
 from tests.replication.support import (
+    OTHER_DISK,
     FakeLink,
     InlineReactor,
+    Peers,
     answer,
     config_entry,
     entry,
+    member_of,
     message,
     prepare,
+    put,
 )
 from tests.support import follower_of
 
@@ -35,14 +47,18 @@ def test_rule4_nodes_refuse_newepoch_and_prepare_from_a_non_voter(
     assert node.role == Role.LOOKING
 
 
-# Fails if: Leader.advance_commit counts every link (drop `if link.voter`).
+# Fails if: Leader.advance_commit counts every link (drop `if link.voter`): a voter id
+# answering from another disk would count.
 def test_rule4_the_leader_never_counts_a_non_voter(tmp_path: Any, reactor: InlineReactor) -> None:
     """A learner holding an entry does not make up a write quorum."""
     node = member(tmp_path, reactor, "a")
-    voter, learner = FakeLink("b"), FakeLink("x", voter=False)
-    leader = lead(node, 1, 2, voter, learner)
-    learner.match_index = leader.marker_index
-    leader.stream_answered(learner)
+    # x is no voter; c is, but answers from another disk (rule 5): neither counts.
+    voter, learner, other_disk = FakeLink("b"), FakeLink("x", voter=False), FakeLink(
+        "c", voter=False)
+    leader = lead(node, 1, 2, voter, learner, other_disk)
+    for link in (learner, other_disk):
+        link.match_index = leader.marker_index
+        leader.stream_answered(link)
     assert node.rlog.commit_index == 0
     voter.match_index = leader.marker_index
     leader.stream_answered(voter)
@@ -101,3 +117,113 @@ def test_rule4_a_prepare_from_a_voter_id_with_another_incarnation_is_refused(
     assert reply == {"ok": False, "reject": "sender is not a voter", "promised": 0}
     assert nodes["b"].rlog.last_index == 0 and nodes["b"].rlog.promised_epoch == 0
     assert nodes["b"].role == Role.LOOKING
+
+
+def joint_entry(epoch: int, index: int, old: dict[str, str], new: dict[str, str]) -> LogEntry:
+    """The first entry of a change of voters: old and new decide together."""
+    return LogEntry(epoch, index, [{"op": "config",
+                                    "voters": [[i, inc] for i, inc in sorted(new.items())],
+                                    "joint": [[i, inc] for i, inc in sorted(old.items())]}])
+
+
+def _joint_leader(tmp_path: Any, reactor: InlineReactor) -> tuple[Any, dict[str, FakeLink]]:
+    """a leads epoch 2 over a log whose newest config is joint: old {a, b, c}, new
+    {a, b, d} (c replaced by d); W is 2 in each."""
+    node = member(tmp_path, reactor, "a")
+    me = node.identity.incarnation
+    old = {"a": me, "b": OTHER_DISK, "c": OTHER_DISK}
+    new = {"a": me, "b": OTHER_DISK, "d": OTHER_DISK}
+    give_log(node, [config_entry(1, 1, old), joint_entry(1, 2, old, new)], commit=1,
+             promised=1)
+    links = {i: FakeLink(i) for i in ("b", "c", "d")}
+    lead(node, 2, 2, *links.values())
+    return node, links
+
+
+# Fails if: Quorums.highest_held looks at one voter set only (the newest): the new
+# voters alone would commit a joint entry the old ones may never have seen.
+def test_rule4_a_joint_config_commits_only_once_w_of_the_old_and_w_of_the_new_hold_it(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node, links = _joint_leader(tmp_path, reactor)
+    leader = node.leader
+    assert node.quorums(2).joint and node.voters().keys() == {"a", "b", "c", "d"}
+    links["d"].match_index = leader.marker_index  # a and d: W of the new set only
+    leader.stream_answered(links["d"])
+    assert node.rlog.commit_index == 1
+    node2, links2 = _joint_leader(tmp_path / "other", reactor)
+    links2["c"].match_index = node2.leader.marker_index  # a and c: W of the old set only
+    node2.leader.stream_answered(links2["c"])
+    assert node2.rlog.commit_index == 1
+    links["c"].match_index = leader.marker_index  # now both
+    leader.stream_answered(links["c"])
+    assert node.rlog.commit_index == leader.marker_index
+
+
+# Fails if: Quorums.reached asks any voter set instead of all: a read round confirmed
+# by the new voters alone, while the old ones may have elected someone else.
+def test_rule4_a_read_round_while_joint_needs_both_voter_sets(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node, links = _joint_leader(tmp_path, reactor)
+    leader = node.leader
+    for link in links.values():
+        link.match_index = leader.marker_index
+        leader.stream_answered(link)
+    read = answer(leader.read_index())
+    links["d"].confirmed_seq = links["d"].sent_seq + 1
+    leader.stream_answered(links["d"])
+    assert not read.called
+    links["c"].confirmed_seq = links["c"].sent_seq + 1
+    leader.stream_answered(links["c"])
+    assert read.get() == node.rlog.commit_index
+
+
+# Fails if: the leader never appends the second entry of a change (the new voter set
+# alone) once the joint entry committed: the cluster stays joint for ever.
+def test_rule4_once_the_joint_entry_commits_the_leader_appends_the_new_set_alone(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node, links = _joint_leader(tmp_path, reactor)
+    leader = node.leader
+    for name in ("c", "d"):
+        links[name].match_index = leader.marker_index
+        leader.stream_answered(links[name])
+    reactor.advance(0)
+    newest = node.rlog.newest_config()
+    assert newest is not None and "joint" not in newest
+    assert {i for i, _ in newest["voters"]} == {"a", "b", "d"}
+    assert not node.quorums(2).joint
+    # The new set alone now decides: d's copy commits it, c's does not matter.
+    links["d"].match_index = node.rlog.last_index
+    leader.stream_answered(links["d"])
+    assert node.rlog.commit_index == node.rlog.last_index
+
+
+# Fails if: synchronise stops at the voter set it started with (`if True: break` for
+# the config check): a candidate that adopts a log naming new voters must hear R of
+# those too, or it misses what the new set alone committed (here it stops with
+# LostCommits instead of leading with the committed write).
+def test_rule4_a_sync_that_adopts_a_joint_config_asks_the_new_voters_too(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    """Old {a, b, c}, new {a, b, d}; b is down. c and b committed the joint entry;
+    b and d then committed the new set alone and a write. Candidate a knew none of it."""
+    nodes = cluster(tmp_path, reactor)
+    d = member_of(str(tmp_path / "d"), reactor, "d", ("a", "b", "c"))
+    incarnations = {i: n.identity.incarnation for i, n in {**nodes, "d": d}.items()}
+    old = {i: incarnations[i] for i in ("a", "b", "c")}
+    new = {i: incarnations[i] for i in ("a", "b", "d")}
+    base = config_entry(1, 1, old)
+    give_log(nodes["a"], [base], commit=1, promised=1)
+    give_log(nodes["c"], [base, joint_entry(1, 2, old, new)], commit=1, promised=1)
+    give_log(d, [base, joint_entry(1, 2, old, new), config_entry(1, 3, new),
+                 entry(1, 4, put("x"))], commit=4, promised=1)
+    peers = Peers()
+    peers.route_to(nodes["c"])
+    peers.route_to(d)
+    urls = {i: f"http://{i}" for i in ("a", "b", "c", "d")}
+    run_sync(nodes["a"], 2, peers, 2, urls).get()
+    assert nodes["a"].rlog.last == (1, 4)
+    assert nodes["a"].voters() == new and nodes["a"].is_voter()
+    assert sorted(peers.sent("newepoch")) == ["http://b", "http://c", "http://d"]

@@ -62,7 +62,7 @@ def _torn_member(tmp_path: Any, reactor: InlineReactor, node_id: str) -> Node:
     return node
 
 
-# Fails if: synchronise counts torn answers (drop `and not reply.get("torn")`).
+# Fails if: synchronise counts torn answers (`if not reply.get("torn")` made `if True`).
 def test_rule5_a_node_that_dropped_a_torn_tail_is_not_counted_in_r(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
@@ -199,8 +199,8 @@ def _wiped(tmp_path: Any, reactor: InlineReactor, nodes: dict[str, Node], node_i
     return wiped
 
 
-# Fails if: synchronise counts a NEWEPOCH answer whatever its incarnation (drop the
-# `reply.get("incarnation") != voters[voter]` branch).
+# Fails if: synchronise counts a NEWEPOCH answer whatever its incarnation (`counted`
+# takes every answer, not only those from the disk the voter set names).
 def test_rule5_sync_does_not_count_an_answer_from_another_disk_of_a_voter(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:

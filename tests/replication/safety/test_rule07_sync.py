@@ -27,7 +27,7 @@ def _divergent_cluster(tmp_path: Any, reactor: InlineReactor) -> dict[str, Node]
 
 
 # Fails if: synchronise picks the best log by last index alone
-# (`key=lambda v: answers[v]["last"][1]`).
+# (`key=lambda v: counted[v]["last"][1]`).
 def test_rule7_sync_adopts_the_log_with_the_highest_last_epoch_then_index(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
@@ -61,7 +61,7 @@ def test_rule7_the_candidate_truncates_its_own_longer_divergent_suffix(
 
 
 # Fails if: synchronise sends NEWEPOCH to the members it has URLs for
-# (`others = [v for v in urls if v != node.node_id]`).
+# (`[v for v in urls if v not in asked]` instead of the voters).
 def test_rule7_newepoch_goes_to_every_voter_of_the_log_and_no_one_else(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:

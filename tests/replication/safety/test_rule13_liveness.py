@@ -7,15 +7,18 @@ from typing import Any
 
 from kvd.errors import InDoubt
 from tests.replication.safety.support import lead, member, serve, submit
-from tests.replication.support import Answer, FakeLink, InlineReactor, put
+from tests.replication.support import OTHER_DISK, Answer, FakeLink, InlineReactor, put
 
 
-# Fails if: Leader.quorum_seen_since counts learners too (drop `if link.voter`).
+# Fails if: Leader.quorum_seen_since counts every link (drop `if link.voter`): a voter
+# id answering from another disk, or a learner.
 def test_rule13_quorum_seen_since_is_the_wth_most_recent_voter_answer(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
     """The leader has had W acknowledgements as of the W-th freshest voter answer."""
     node = member(tmp_path, reactor, "a")
+    # Five voters: a to d, and x, whose answers come from another disk (not counted).
+    node.bootstrap_voters.update(d=OTHER_DISK, x=OTHER_DISK)
     b, c, d, learner = (FakeLink("b"), FakeLink("c"), FakeLink("d"),
                         FakeLink("x", voter=False))
     leader = lead(node, 1, 2, b, c, d, learner)

@@ -1,0 +1,116 @@
+"""
+Who must hold an entry, answer a read round or answer NEWEPOCH (safety rule 4).
+
+A cluster has one voter set, or two while a membership change is joint: the
+old voters and the new. Every decision then needs a quorum of each set, so
+that the old set alone and the new set alone can never decide apart. A set
+of the size the cluster was configured with keeps its ``--write-quorum``;
+another size takes a majority of itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def config_voter_sets(config: Mapping[str, Any]) -> list[dict[str, str]]:
+    """A config command's voter sets: ``[voters]``, or ``[joint, voters]`` (old, new)
+    for the first entry of a change."""
+    new = {str(i): str(inc) for i, inc in config["voters"]}
+    old = config.get("joint")
+    return [{str(i): str(inc) for i, inc in old}, new] if old else [new]
+
+
+def write_quorum_for(size: int, replicas: int, write_quorum: int) -> int:
+    """W for a voter set of ``size``: the configured W at the configured N, else a
+    majority (W + R > N holds either way, R being N - W + 1)."""
+    return write_quorum if size == replicas else size // 2 + 1
+
+
+@dataclass(frozen=True)
+class VoterSet:
+    """Voters (node id -> incarnation) and how many of them a write needs."""
+
+    voters: Mapping[str, str]
+    write_quorum: int
+
+    @property
+    def sync_quorum(self) -> int:
+        """R: answers a candidate needs, so that they meet every W that committed."""
+        return len(self.voters) - self.write_quorum + 1
+
+
+class Quorums:
+    """The voter sets a decision must satisfy, all of them (one, or two if joint)."""
+
+    def __init__(self, sets: Sequence[VoterSet]) -> None:
+        if not sets:
+            raise ValueError("at least one voter set")
+        self.sets = tuple(sets)
+
+    @classmethod
+    def single(cls, voters: Mapping[str, str], write_quorum: int) -> Quorums:
+        return cls([VoterSet(dict(voters), write_quorum)])
+
+    @property
+    def joint(self) -> bool:
+        return len(self.sets) > 1
+
+    def union(self) -> dict[str, str]:
+        """Every voter of any set: who gets NEWEPOCH and PREPAREs as a voter."""
+        out: dict[str, str] = {}
+        for voter_set in self.sets:
+            out.update(voter_set.voters)
+        return out
+
+    def highest_held(self, held: Mapping[str, int]) -> int:
+        """The highest index that W voters of every set hold (``held``: node id ->
+        index held; a voter missing from it holds nothing)."""
+        found: int | None = None
+        for voter_set in self.sets:
+            indexes = sorted((held.get(v, 0) for v in voter_set.voters), reverse=True)
+            if len(indexes) < voter_set.write_quorum:
+                return 0
+            at = indexes[voter_set.write_quorum - 1]
+            found = at if found is None else min(found, at)
+        return found or 0
+
+    def reached(self, ids: Collection[str]) -> bool:
+        """Do ``ids`` hold W voters of every set?"""
+        return all(sum(1 for v in s.voters if v in ids) >= s.write_quorum for s in self.sets)
+
+    def sync_reached(self, ids: Collection[str]) -> bool:
+        """Do ``ids`` hold R voters of every set?"""
+        return all(sum(1 for v in s.voters if v in ids) >= s.sync_quorum for s in self.sets)
+
+    def latest_quorum_time(self, times: Mapping[str, float]) -> float:
+        """The latest moment at which W voters of every set had all answered
+        (``times``: node id -> last answer; 0 if no such moment)."""
+        found: float | None = None
+        for voter_set in self.sets:
+            seen = sorted((times.get(v, 0.0) for v in voter_set.voters), reverse=True)
+            if len(seen) < voter_set.write_quorum:
+                return 0.0
+            at = seen[voter_set.write_quorum - 1]
+            found = at if found is None else min(found, at)
+        return found or 0.0
+
+    def describe(self) -> dict[str, Any]:
+        """For status pages: the voters and, while joint, the old set too."""
+        newest = self.sets[-1]
+        out: dict[str, Any] = {"voters": sorted(newest.voters),
+                               "write_quorum": newest.write_quorum}
+        if self.joint:
+            out["joint_with"] = sorted(self.sets[0].voters)
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Quorums) and self.sets == other.sets
+
+    def __hash__(self) -> int:
+        return hash(tuple((tuple(sorted(s.voters.items())), s.write_quorum) for s in self.sets))
+
+    def __repr__(self) -> str:
+        return f"Quorums({[(sorted(s.voters), s.write_quorum) for s in self.sets]})"
