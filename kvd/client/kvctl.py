@@ -108,6 +108,16 @@ def parser() -> argparse.ArgumentParser:
         verbs.add_parser(verb, help=text).add_argument("id", type=int)
     verbs.add_parser("list", help="every lease")
 
+    member = commands.add_parser("member", help="the voter set: list, promote, remove, "
+                                 "replace (through the log, one change at a time)")
+    verbs = member.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("list", help="every member: role, voter, last index, lag")
+    verbs.add_parser("promote", help="make a caught-up learner ID a voter").add_argument("id")
+    verbs.add_parser("remove", help="take voter ID out of the voter set").add_argument("id")
+    replace = verbs.add_parser("replace", help="replace voter OLD by the caught-up learner NEW")
+    replace.add_argument("old")
+    replace.add_argument("new")
+
     lead = commands.add_parser("leader", help="leadership")
     verbs = lead.add_subparsers(dest="verb", required=True)
     move = verbs.add_parser("transfer", help="hand leadership to ID (default: the most "
@@ -202,12 +212,39 @@ async def _command(reactor: Any, client: KvdClient, args: argparse.Namespace) ->
         return await _auth(client, args)
     elif args.command == "lease":
         return await _lease(client, args)
+    elif args.command == "member":
+        return await _member(client, args)
     elif args.command == "leader":
         answer = await client.request("POST", "/api/v1/leader/transfer",
                                       {} if args.id is None else {"target": args.id})
         _print(args, answer, f"Leadership handed to {answer['target']}")
     elif args.command == "snapshot" and args.verb == "save":
         return await _save_snapshot(client, args)
+    return 0
+
+
+async def _member(client: KvdClient, args: argparse.Namespace) -> int:
+    if args.verb == "list":
+        answer = await client.request("GET", "/api/v1/members")
+        rows = [(m["node_id"], m["role"] or "-", "yes" if m["voter"] else "no",
+                 "-" if m["last_index"] is None else str(m["last_index"]),
+                 "-" if m["lag"] is None else str(m["lag"]), str(m["url"]))
+                for m in answer["members"]]
+        text = _table(("ID", "ROLE", "VOTER", "LAST INDEX", "LAG", "URL"), rows)
+        if answer.get("joint_with"):
+            text += f"\nchanging: joint with {', '.join(answer['joint_with'])}"
+        _print(args, answer, text)
+        return 0
+    if args.verb == "promote":
+        answer = await client.request("POST", f"/api/v1/members/{quote(args.id, safe='')}"
+                                      "/promote")
+    elif args.verb == "remove":
+        answer = await client.request("DELETE", f"/api/v1/members/{quote(args.id, safe='')}")
+    else:
+        answer = await client.request("POST", "/api/v1/members/replace",
+                                      {"old": args.old, "new": args.new})
+    _print(args, answer, f"Voters now {', '.join(answer['voters'])} "
+                         f"(entry {answer['index']})")
     return 0
 
 

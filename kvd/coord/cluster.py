@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from kvd.config import NodeConfig
 from kvd.coord.bridge import CONNECTED, LOST, SUSPENDED, TransactionFailed, ZooKeeperService
+from kvd.coord.membership import VoterChanges
 from kvd.errors import BadRequest, NotReady
 from kvd.node import Node, Role, Superseded
 from kvd.replication.follower import Follower
@@ -93,6 +94,11 @@ class ClusterCoordinator:
         self._published_index = -1
         self._watching = False
         node.on_newer_epoch.append(self._newer_epoch)
+        node.on_applied.append(self._config_applied)
+        #: Whether this node was a voter when the last config entry applied.
+        self._voter = node.is_voter()
+        #: Promote, remove and replace voters (at the leader).
+        self.voter_changes = VoterChanges(self)
 
     def path(self, *parts: str) -> str:
         return "/".join((self.root, *parts))
@@ -185,7 +191,14 @@ class ClusterCoordinator:
         voters = {str(i): str(inc) for i, inc in config["voters"]}
         self.node.bootstrap_voters = voters if len(voters) >= self.replicas else {}
         self.node.replicas = self.replicas
+        self._voter = self.node.is_voter()
         if not self.node.is_voter():
+            if self._election_path is not None:
+                # A committed change took this node out of the voter set: it no
+                # longer stands (a learner creates no election znode).
+                self.log.info("No longer a voter: leaving the election")
+                path, self._election_path = self._election_path, None
+                await self._delete_if_present(path)
             if len(voters) < self.replicas:
                 self.node.learner_waiting(f"waiting for voters to join "
                                           f"({len(voters)} of {self.replicas})")
@@ -557,6 +570,8 @@ class ClusterCoordinator:
             {"op": "config", "voters": [[i, inc] for i, inc in sorted(node.voters().items())]}
         ]
         marker = node.lead(epoch, self.write_quorum, extra)
+        assert node.leader is not None
+        node.leader.on_config_appended = self._update_streams
         self.streams = {}
         self._update_streams()
         committed = node.wait_applied(marker)
@@ -605,6 +620,15 @@ class ClusterCoordinator:
             else:
                 stream.url = _peer_url(member) or stream.url
                 stream.incarnation = voters.get(node_id)
+
+    def _config_applied(self, index: int, commands: list[Any], results: list[Any]) -> None:
+        """A config entry applied: this node may have become a voter (it stands for
+        election now) or stopped being one (it leaves)."""
+        if any(c.get("op") == "config" for c in commands if isinstance(c, dict)):
+            voter = self.node.is_voter()
+            if voter != self._voter:
+                self._voter = voter
+                self._kick()
 
     def _check_quorum(self) -> None:
         leader = self.node.leader

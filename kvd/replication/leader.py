@@ -126,6 +126,8 @@ class Leader:
         self._quorums = quorums
         #: A joint change whose second entry (the new set alone) this leader appended.
         self._finishing: int | None = None
+        #: Called once an entry holding a config command is in the log.
+        self.on_config_appended: Callable[[], None] | None = None
         self._on_commit = on_commit
         self.links: dict[str, FollowerLink] = {}
         self._queue: list[Proposal] = []
@@ -227,6 +229,10 @@ class Leader:
             self._proposed_at[entry.index] = (len(commands), self.clock.seconds())
             try:
                 self._log.append([entry])
+                if self.on_config_appended is not None and any(
+                        c.get("op") == "config" for c in commands):
+                    # The new voters count from now on (rule 4): their links first.
+                    self.on_config_appended()
             except Exception as e:
                 # Not in the log, so certainly never applied: refuse these writes.
                 self.log.failure("Could not append a batch of {n} commands", n=len(commands))

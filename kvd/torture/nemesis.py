@@ -53,6 +53,13 @@ Faults (``FAULTS``):
   ``replicas - majority`` wipes happen per run (one with 3 nodes, two with
   5; :func:`wipe_budget`), then the fault is no longer chosen. Every
   acknowledged write must survive all the same.
+* ``member-change``: take a follower out of the voter set and promote it
+  back once it is caught up (``DELETE /api/v1/members/{id}``, then ``POST
+  .../promote``): two changes through the log, each joint then alone, while
+  the clients write. A wiped voter is taken first if there is one: it comes
+  back as a voter on its new disk, and the wipe budget grows back.
+* ``leader-transfer``: ``POST /api/v1/leader/transfer`` at the leader: it
+  hands over to the most caught-up voter.
 * ``clock-step``: step the leader's or a follower's wall clock forward (two
   times in three) or backward by 20-180 s for 2-5 s, then back to the true
   time. It simulates an NTP step of the node's wall clock (``time.time``;
@@ -100,6 +107,8 @@ FAULTS = (
     "zk-cut",
     "wipe-voter",
     "clock-step",
+    "member-change",
+    "leader-transfer",
 )
 
 #: The variants of ``zk-cut``.
@@ -325,6 +334,8 @@ class Nemesis:
             "zk-cut": self._zk_cut,
             "wipe-voter": self._wipe_voter,
             "clock-step": self._clock_step,
+            "member-change": self._member_change,
+            "leader-transfer": self._leader_transfer,
         }
         await handlers[event.name](event)
 
@@ -548,6 +559,61 @@ class Nemesis:
             await self._sleep(hold)
         finally:
             await self._restart(index)
+            event.healed = self.now()
+
+    def _admin(self, node: Any, method: str, path: str, body: Any = None) -> Any:
+        """One call of the client API as the cluster's helpers make it (token and all)."""
+        return node.call(method, path, body, headers=self.cluster._auth(), timeout=20)
+
+    async def _member_change(self, event: FaultEvent) -> None:
+        """Take a voter out of the set and promote it back, two changes through the
+        log (rule 4) while the clients write. A wiped voter (a learner on a new disk)
+        is the one taken, if any: it comes back as a voter of its new disk, and the
+        wipe budget grows back."""
+        leader_index = await self._leader()
+        leader = self.cluster.nodes[leader_index]
+        running = [i for i in range(len(self.cluster.nodes))
+                   if i != leader_index and i not in self.killed]
+        wiped = [i for i in running if i in self.wiped]
+        if not running:
+            raise RuntimeError("no follower is running")
+        index = self.rng.choice(wiped or running)
+        node = self.cluster.nodes[index]
+        node_id = await self._thread(read_node_id, node.data_dir)
+        event.target = f"{self.name(index)} ({'wiped' if index in self.wiped else 'voter'})"
+        event.started = self.now()
+        try:
+            removed = await self._thread(self._admin, leader, "DELETE",
+                                         f"/api/v1/members/{node_id}")
+            if removed.status != 200:
+                raise RuntimeError(f"remove answered {removed.status}: {removed.body}")
+            deadline = self.now() + self.timing.recovery_bound
+            while True:  # promoted once it is caught up again
+                promoted = await self._thread(self._admin, leader, "POST",
+                                              f"/api/v1/members/{node_id}/promote")
+                if promoted.status == 200:
+                    break
+                if promoted.status != 400 or self.now() > deadline:
+                    raise RuntimeError(f"promote answered {promoted.status}: {promoted.body}")
+                await self._sleep(0.2)
+            event.detail = (f"node id {node_id}: removed, then promoted back; voters "
+                            f"{', '.join(promoted.body['voters'])}")
+            self.wiped.discard(index)
+        finally:
+            event.healed = self.now()
+
+    async def _leader_transfer(self, event: FaultEvent) -> None:
+        """``POST /api/v1/leader/transfer`` to the most caught-up voter, under load."""
+        index = await self._leader()
+        leader = self.cluster.nodes[index]
+        event.target = f"{self.name(index)} (leader)"
+        event.started = self.now()
+        try:
+            answer = await self._thread(self._admin, leader, "POST", "/api/v1/leader/transfer")
+            if answer.status != 200:
+                raise RuntimeError(f"transfer answered {answer.status}: {answer.body}")
+            event.detail = f"handed to {answer.body['target']}"
+        finally:
             event.healed = self.now()
 
     async def _set_clock(self, index: int, offset: float) -> None:

@@ -122,6 +122,8 @@ _KV = {"type": "object", "required": ["revision", "create_revision", "version"],
                       "version": {"type": "integer"}},
        "allOf": [{"oneOf": [{"required": ["key"]}, {"required": ["key_b64"]}]},
                  {"oneOf": [{"required": ["value"]}, {"required": ["value_b64"]}]}]}
+_NODE_ID = {"name": "node_id", "in": "path", "required": True,
+            "schema": {"type": "string", "minLength": 1}}
 _LEASE_ID = {"name": "id", "in": "path", "required": True,
              "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
 _LEASE = {"type": "object", "required": ["id", "ttl", "granted_ttl"], "properties": {
@@ -305,6 +307,31 @@ def spec() -> dict[str, Any]:
                     "type": "object", "properties": {"target": {"type": "string"}}}}}},
                 "responses": {"200": _json({"type": "object", "required": ["target"]},
                                            "handed over"), **_errors(400, 503)}}},
+            "/api/v1/members": {"get": {
+                "summary": "Every member: role, voter or not, last index and lag",
+                "responses": {"200": _json({"type": "object", "required": ["members",
+                                                                           "voters"]},
+                                           "members"), **_errors(503)}}},
+            "/api/v1/members/{node_id}/promote": {"post": {
+                "summary": "Make a caught-up learner a voter (answers once committed)",
+                "parameters": [_NODE_ID],
+                "responses": {"200": _json({"type": "object", "required": ["voters"]},
+                                           "the new voter set"),
+                              **_errors(400, 409, 503, 504)}}},
+            "/api/v1/members/{node_id}": {"delete": {
+                "summary": "Take a voter out of the voter set (answers once committed)",
+                "parameters": [_NODE_ID],
+                "responses": {"200": _json({"type": "object", "required": ["voters"]},
+                                           "the new voter set"),
+                              **_errors(400, 409, 503, 504)}}},
+            "/api/v1/members/replace": {"post": {
+                "summary": "Replace one voter by a caught-up learner, in one change",
+                "requestBody": {"required": True, "content": {_JSON: {"schema": {
+                    "type": "object", "required": ["old", "new"],
+                    "properties": {"old": {"type": "string"}, "new": {"type": "string"}}}}}},
+                "responses": {"200": _json({"type": "object", "required": ["voters"]},
+                                           "the new voter set"),
+                              **_errors(400, 409, 503, 504)}}},
             "/api/v1/snapshot": {"get": {
                 "summary": "A consistent backup of the store (a snapshot file)",
                 "parameters": _READ_PARAMS,

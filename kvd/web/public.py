@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
-from werkzeug.routing import PathConverter, RequestRedirect
+from werkzeug.routing import BaseConverter, PathConverter, RequestRedirect
 
 from kvd import backup, errors
 from kvd.auth.limiter import LoginLimiter
@@ -36,6 +36,7 @@ from kvd.auth.passwords import MAX_PASSWORD, hash_password, password_matches
 from kvd.auth.state import PERMISSIONS, READ, WRITE, AuthState, valid_name
 from kvd.auth.tokens import NoKey, TokenSigner
 from kvd.commands import MAX_LEASE_TTL
+from kvd.coord.membership import VoterChanges
 from kvd.keys import prefix_end
 from kvd.metrics import Metrics
 from kvd.node import Node
@@ -91,6 +92,13 @@ class KeyConverter(PathConverter):
     regex = r"[^/][\s\S]*?"
 
 
+class NodeIdConverter(BaseConverter):
+    """A node id in a path: one segment, never ``replace`` (which is
+    ``POST /api/v1/members/replace``, so that path advertises POST alone)."""
+
+    regex = r"(?!replace$)[^/]+"
+
+
 class ClusterControl(Protocol):
     """What the API asks of the cluster's coordinator (``ClusterCoordinator`` is one)."""
 
@@ -98,12 +106,16 @@ class ClusterControl(Protocol):
 
     async def transfer(self, target: str | None) -> str: ...
 
+    @property
+    def voter_changes(self) -> VoterChanges: ...
+
 
 class ClientAPI:
     """Routes of ``/api/v1`` and the health endpoints."""
 
     app = Klein()
     app.url_map.converters["key"] = KeyConverter
+    app.url_map.converters["node_id"] = NodeIdConverter
 
     def __init__(self, node: Callable[[], Node | None], limits: Limits = Limits(),
                  metrics: Metrics | None = None, access: ClientAccess | None = None,
@@ -728,6 +740,56 @@ class ClientAPI:
             raise errors.NotReady(f"this node does not lead; ask the leader at {leader}")
         handed_to = await cluster.transfer(target)
         return self._respond(request, 200, {"target": handed_to})
+
+    # Membership (safety rule 4)
+
+    @app.route("/api/v1/members", methods=["GET"])
+    def members(self, request: IRequest) -> bytes:
+        """Every member with its role, whether it votes, and how far behind it is."""
+        self.caller(request)
+        node = self.node()
+        cluster = self._cluster()
+        rows = [node.own_member()] if cluster is None else cluster.describe_members()
+        voters = node.voters()
+        members = [{"node_id": row["node_id"], "url": row.get("url"),
+                    "peer_url": row.get("peer_url"), "voter": row["node_id"] in voters,
+                    "role": row.get("role"), "last_index": row.get("last_index"),
+                    "lag": row.get("lag")} for row in rows]
+        sets = node.voter_sets()
+        answer: dict[str, Any] = {"members": members, "voters": sorted(sets[-1])}
+        if len(sets) > 1:
+            answer["joint_with"] = sorted(sets[0])
+        return self._respond(request, 200, answer)
+
+    def _voter_changes(self, request: IRequest) -> VoterChanges:
+        self._admin(request)
+        cluster = self._cluster()
+        if cluster is None:
+            raise errors.BadRequest("a standalone node has no voter set to change")
+        return cluster.voter_changes
+
+    @app.route("/api/v1/members/<node_id:node_id>/promote", methods=["POST"])
+    async def member_promote(self, request: IRequest, node_id: str) -> bytes:
+        """Make a caught-up learner a voter; answers once the change committed."""
+        answer = await self._voter_changes(request).promote(node_id)
+        return self._respond(request, 200, answer)
+
+    @app.route("/api/v1/members/<node_id:node_id>", methods=["DELETE"])
+    async def member_remove(self, request: IRequest, node_id: str) -> bytes:
+        """Take a voter out of the set (the leader too: it hands over, then leaves)."""
+        answer = await self._voter_changes(request).remove(node_id)
+        return self._respond(request, 200, answer)
+
+    @app.route("/api/v1/members/replace", methods=["POST"])
+    async def member_replace(self, request: IRequest) -> bytes:
+        """``{"old", "new"}``: one voter out, a caught-up learner in, in one change."""
+        changes = self._voter_changes(request)
+        body = self._body(request)
+        if not isinstance(body, dict) or not all(
+                isinstance(body.get(f), str) and body[f] for f in ("old", "new")):
+            raise errors.BadRequest('body must be {"old": node id, "new": node id}')
+        answer = await changes.replace(body["old"], body["new"])
+        return self._respond(request, 200, answer)
 
     # Backups
 
