@@ -21,7 +21,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-from kvd.torture.nemesis import FAULTS
+from kvd.torture.nemesis import EXTRA_FAULTS, FAULTS
 from kvd.torture.run import TortureConfig, run_blocking
 
 
@@ -32,10 +32,11 @@ def _faults(text: str) -> tuple[str, ...]:
     if text.strip() == "all":
         return FAULTS
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in FAULTS]
+    unknown = [n for n in names if n not in FAULTS and n not in EXTRA_FAULTS]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+            f"unknown fault(s) {', '.join(unknown)}; known: "
+            f"{', '.join((*FAULTS, *EXTRA_FAULTS))}")
     return names
 
 
@@ -57,6 +58,9 @@ def parse_args(argv: Sequence[str] | None) -> TortureConfig:
     p.add_argument("--workdir", default=None,
                    help="directory for the run directory (default: a new temporary one)")
     p.add_argument("--nodes", type=int, default=d.nodes, help="cluster size (default 3)")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="voters to start with (default: every node); the others join "
+                        "as learners, for the grow-shrink fault")
     p.add_argument("--keys", type=int, default=d.keys, help="keys worked on (default 5)")
     p.add_argument("--session-timeout", type=float, default=d.session_timeout,
                    help="kvd ZooKeeper session timeout, seconds (default %(default)s)")
@@ -86,6 +90,8 @@ def parse_args(argv: Sequence[str] | None) -> TortureConfig:
     faults = a.faults if isinstance(a.faults, tuple) else _faults(a.faults)
     if a.clients < 1 or a.nodes < 1 or a.keys < 1 or a.duration <= 0:
         p.error("--clients, --nodes, --keys and --duration must be positive")
+    if a.replicas is not None and not 1 <= a.replicas <= a.nodes:
+        p.error("--replicas must be from 1 to --nodes")
     if not a.verbose:
         # The torture process's own kazoo client (forced session expiry) logs through
         # the standard library; its reconnection chatter is not part of the report.
@@ -98,7 +104,8 @@ def parse_args(argv: Sequence[str] | None) -> TortureConfig:
             [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)])], redirectStandardIO=False)
     return TortureConfig(
         duration=a.duration, clients=a.clients, faults=faults, seed=a.seed,
-        workdir=a.workdir, nodes=a.nodes, keys=a.keys, session_timeout=a.session_timeout,
+        workdir=a.workdir, nodes=a.nodes, replicas=a.replicas, keys=a.keys,
+        session_timeout=a.session_timeout,
         write_timeout=a.write_timeout, request_timeout=a.request_timeout,
         snapshot_entries=a.snapshot_entries, quiet_before=a.quiet_before,
         quiet_after=a.quiet_after, recovery_bound=a.recovery_bound,

@@ -60,6 +60,9 @@ Faults (``FAULTS``):
   back as a voter on its new disk, and the wipe budget grows back.
 * ``leader-transfer``: ``POST /api/v1/leader/transfer`` at the leader: it
   hands over to the most caught-up voter.
+* ``grow-shrink`` (not in ``FAULTS``: it needs learners, ``--replicas``
+  below ``--nodes``): promote every learner, then remove as many of the old
+  voters, the leader last; one change at a time.
 * ``clock-step``: step the leader's or a follower's wall clock forward (two
   times in three) or backward by 20-180 s for 2-5 s, then back to the true
   time. It simulates an NTP step of the node's wall clock (``time.time``;
@@ -110,6 +113,10 @@ FAULTS = (
     "member-change",
     "leader-transfer",
 )
+
+#: Faults not in ``--faults all``: ``grow-shrink`` needs learners (``--replicas``
+#: below the number of nodes).
+EXTRA_FAULTS = ("grow-shrink",)
 
 #: The variants of ``zk-cut``.
 ZK_CUT_VARIANTS = ("session-survives", "session-lost", "election")
@@ -220,7 +227,7 @@ class Nemesis:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self._probes = 0
-        unknown = set(self.faults) - set(FAULTS)
+        unknown = set(self.faults) - set(FAULTS) - set(EXTRA_FAULTS)
         if unknown:
             raise ValueError(f"unknown faults: {', '.join(sorted(unknown))}")
 
@@ -336,6 +343,7 @@ class Nemesis:
             "clock-step": self._clock_step,
             "member-change": self._member_change,
             "leader-transfer": self._leader_transfer,
+            "grow-shrink": self._grow_shrink,
         }
         await handlers[event.name](event)
 
@@ -587,18 +595,53 @@ class Nemesis:
                                          f"/api/v1/members/{node_id}")
             if removed.status != 200:
                 raise RuntimeError(f"remove answered {removed.status}: {removed.body}")
-            deadline = self.now() + self.timing.recovery_bound
-            while True:  # promoted once it is caught up again
-                promoted = await self._thread(self._admin, leader, "POST",
-                                              f"/api/v1/members/{node_id}/promote")
-                if promoted.status == 200:
-                    break
-                if promoted.status != 400 or self.now() > deadline:
-                    raise RuntimeError(f"promote answered {promoted.status}: {promoted.body}")
-                await self._sleep(0.2)
+            promoted = await self._promote_when_ready(leader, node_id)
             event.detail = (f"node id {node_id}: removed, then promoted back; voters "
                             f"{', '.join(promoted.body['voters'])}")
             self.wiped.discard(index)
+        finally:
+            event.healed = self.now()
+
+    async def _promote_when_ready(self, leader: Any, node_id: str) -> Any:
+        """Promote ``node_id`` once the leader finds it caught up (400 until then)."""
+        deadline = self.now() + self.timing.recovery_bound
+        while True:
+            answer = await self._thread(self._admin, leader, "POST",
+                                        f"/api/v1/members/{node_id}/promote")
+            if answer.status == 200:
+                return answer
+            if answer.status != 400 or self.now() > deadline:
+                raise RuntimeError(f"promote answered {answer.status}: {answer.body}")
+            await self._sleep(0.2)
+
+    async def _grow_shrink(self, event: FaultEvent) -> None:
+        """Promote every learner (N voters -> N + learners), then remove as many of the
+        voters there were, the leader last if at all: the set ends as large as it
+        began, with other members, after one change per step (rule 4)."""
+        leader = self.cluster.nodes[await self._leader()]
+        answer = await self._thread(self._admin, leader, "GET", "/api/v1/members")
+        if answer.status != 200:
+            raise RuntimeError(f"members answered {answer.status}")
+        rows = answer.body["members"]
+        learners = [m["node_id"] for m in rows if not m["voter"]]
+        leader_id = next(m["node_id"] for m in rows if m["role"] == "leader")
+        old = sorted((m["node_id"] for m in rows if m["voter"]), key=lambda i: i == leader_id)
+        if not learners:
+            raise RuntimeError("no learner to promote (run with --replicas below --nodes)")
+        event.target = f"{len(old)} -> {len(old) + len(learners)} -> {len(old)} voters"
+        event.started = self.now()
+        try:
+            for node_id in learners:
+                await self._promote_when_ready(leader, node_id)
+            for node_id in old[:len(learners)]:
+                removed = await self._thread(self._admin, leader, "DELETE",
+                                             f"/api/v1/members/{node_id}")
+                if removed.status != 200:
+                    raise RuntimeError(f"remove answered {removed.status}: {removed.body}")
+                if node_id == leader_id:
+                    break  # it handed over; the next fault finds the new leader
+            event.detail = (f"promoted {', '.join(learners)}; removed "
+                            f"{', '.join(old[:len(learners)])}")
         finally:
             event.healed = self.now()
 
@@ -759,6 +802,7 @@ def append_to_newest_segment(data_dir: str, garbage: bytes) -> str:
 
 
 __all__ = [
+    "EXTRA_FAULTS",
     "FAULTS",
     "PROBE_KEY",
     "FaultEvent",

@@ -94,6 +94,9 @@ class TortureConfig:
     #: The run directory is created inside it (a temporary directory if None).
     workdir: str | None = None
     nodes: int = 3
+    #: Voters the cluster starts with (``--replicas``; None: every node); the rest
+    #: join as learners (for ``grow-shrink``).
+    replicas: int | None = None
     keys: int = 5
     session_timeout: float = 2.0
     #: kvd's ``--write-timeout``: below the client timeout, so clients see 504s.
@@ -286,7 +289,7 @@ class _Run:
                 "--session-timeout", str(c.session_timeout),
                 "--write-timeout", str(c.write_timeout),
                 "--snapshot-entries", str(c.snapshot_entries),
-                "--replicas", str(c.nodes),
+                "--replicas", str(c.nodes if c.replicas is None else c.replicas),
                 # Peers reach each other only through the proxies.
                 "--peer-listen", f"tcp:{peer_port}:interface=127.0.0.1",
                 "--advertise-peer", proxy.url,

@@ -38,3 +38,31 @@ async def test_a_mixed_fault_run_passes_every_check(tmp_path: Path) -> None:
     failed = [check.name for check in report.checks if not check.passed]
     assert not failed, text
     assert report.passed, text
+
+
+@pytest_twisted.ensureDeferred
+async def test_grow_and_shrink_under_load_pass_every_check(tmp_path: Path) -> None:
+    """Five nodes, three voters: grow-shrink promotes both learners (3 -> 5 voters)
+    and removes as many of the old voters (5 -> 3), one change at a time, while
+    the clients write; then the linearizability checker and every other check."""
+    config = TortureConfig(
+        duration=40.0,
+        clients=6,
+        nodes=5,
+        replicas=3,
+        faults=("grow-shrink", "kill-follower", "leader-transfer"),
+        seed=11,
+        workdir=str(tmp_path),
+        quiet_before=3.0,
+        quiet_after=8.0,
+        check_budget=30.0,
+    )
+    report = await run_torture(reactor, config)
+    text = report.format()
+    print(text)
+    assert report.error is None, text
+    grown = [f for f in report.faults if f.name == "grow-shrink" and f.injected]
+    assert grown, text
+    failed = [check.name for check in report.checks if not check.passed]
+    assert not failed, text
+    assert report.passed, text
