@@ -12,6 +12,7 @@ only then writes ``leader``.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any
 
@@ -42,6 +43,9 @@ RETRY_ELECTION_SECONDS = 0.5
 PROGRESS_SECONDS = 1.0
 #: How long a leader waits for the hand-over target to hold its whole log.
 TRANSFER_TIMEOUT = 5.0
+#: Test-only: names a file; while it exists, a leader leaves a committed joint
+#: change joint (``Leader.hold_joint``).
+HOLD_JOINT_ENV = "KVD_TESTING_HOLD_JOINT_FILE"
 
 
 def _dumps(obj: Any) -> bytes:
@@ -572,6 +576,9 @@ class ClusterCoordinator:
         marker = node.lead(epoch, self.write_quorum, extra)
         assert node.leader is not None
         node.leader.on_config_appended = self._update_streams
+        hold = os.environ.get(HOLD_JOINT_ENV)
+        if hold:  # test-only: a change interrupted between its two entries
+            node.leader.hold_joint = lambda: os.path.exists(hold)
         self.streams = {}
         self._update_streams()
         committed = node.wait_applied(marker)

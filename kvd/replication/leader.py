@@ -128,6 +128,9 @@ class Leader:
         self._finishing: int | None = None
         #: Called once an entry holding a config command is in the log.
         self.on_config_appended: Callable[[], None] | None = None
+        #: Test-only: while it says True, a committed joint change is left joint (as
+        #: if this leader died between the two entries).
+        self.hold_joint: Callable[[], bool] | None = None
         self._on_commit = on_commit
         self.links: dict[str, FollowerLink] = {}
         self._queue: list[Proposal] = []
@@ -363,6 +366,8 @@ class Leader:
             return
         config = self._log.newest_config()
         if config is None or not config.get("joint"):
+            return
+        if self.hold_joint is not None and self.hold_joint():
             return
         self._finishing = at
         self.log.info("The joint configuration at {index} committed: appending the new "

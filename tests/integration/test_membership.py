@@ -162,3 +162,102 @@ def test_grow_by_a_promoted_learner_then_remove_the_leader(cluster: Cluster) -> 
     assert cluster.status(other)["node_id"] != leader_id
     cluster.nodes.remove(new_leader)
     assert_everywhere(cluster, writer.acknowledged)
+
+
+class TimedWriter(Writer):
+    """A Writer that notes when each acknowledgement came (monotonic seconds)."""
+
+    def __init__(self, cluster: Cluster, nodes: list[KvdProcess], prefix: str) -> None:
+        super().__init__(cluster, nodes, prefix)
+        self.times: list[float] = []
+        self._seen = 0
+
+    def run(self) -> None:
+        import threading
+
+        def note() -> None:
+            while not self.stopping.is_set():
+                acked = self.outcomes.get(200, 0)
+                if acked > self._seen:
+                    self._seen = acked
+                    self.times.append(time.monotonic())
+                time.sleep(0.001)
+
+        threading.Thread(target=note, daemon=True).start()
+        super().run()
+
+    def longest_gap(self) -> float:
+        return max((b - a for a, b in itertools.pairwise(self.times)), default=0.0)
+
+
+def test_a_rolling_restart_leader_last_loses_no_write(cluster: Cluster) -> None:
+    """SIGTERM each node in turn and start it again, the leader last, while a client
+    writes through every node; the longest gap between acknowledgements is printed
+    (a figure for the notes, not an assertion)."""
+    leader = cluster.wait_leader()
+    order = [n for n in cluster.nodes if n is not leader] + [leader]
+    writer = TimedWriter(cluster, list(cluster.nodes), "rolling")
+    writer.start()
+    try:
+        wait_for(lambda: len(writer.acknowledged) >= 5, 10, "writes flowing")
+        for node in order:
+            node.stop()
+            node.start()
+            cluster.wait_leader(20)
+            done = writer.outcomes.get(200, 0)
+            wait_for(lambda done=done: writer.outcomes.get(200, 0) > done + 5, 20,
+                     "writes after the restart")
+    finally:
+        writer.finish()
+    print(f"rolling restart: {writer.outcomes.get(200, 0)} writes acknowledged, longest "
+          f"gap {writer.longest_gap():.3f} s, outcomes {writer.outcomes}")
+    assert_everywhere(cluster, writer.acknowledged)
+
+
+def test_a_change_interrupted_between_its_two_entries_ends_in_one_configuration(
+        tmp_path: Any, zookeeper: ZooKeeperServer) -> None:  # noqa: F811
+    """The joint entry commits, then the leader dies before the new set alone is in
+    the log (held there by a test-only file): the next leader finishes the change,
+    and every node ends with the new set alone."""
+    from kvd.coord.cluster import HOLD_JOINT_ENV
+
+    hold = tmp_path / "hold-joint"
+    cluster = Cluster(str(tmp_path / "c"), zookeeper, name=f"m{next(_names)}",
+                      session_timeout=SESSION_TIMEOUT)
+    for node in cluster.nodes:
+        node.env = {**node.env, HOLD_JOINT_ENV: str(hold)}
+    cluster.start()
+    try:
+        leader = cluster.wait_leader()
+        leader_id = cluster.status(leader)["node_id"]
+        fresh, fresh_id = add_learner(cluster)
+        old_voters = members(leader)["voters"]
+        gone = next(i for i in old_voters if i != leader_id)
+        hold.write_text("")
+        answer = leader.call("POST", "/api/v1/members/replace",
+                             {"old": gone, "new": fresh_id}, timeout=15)
+        assert answer.status == 504, answer.body  # joint, and held there
+        for node in cluster.running():
+            assert members(node).get("joint_with") == old_voters
+        leader.kill()
+        hold.unlink()
+        cluster.nodes.remove(leader)
+        cluster.wait_leader(SESSION_TIMEOUT + 20)
+        expected = sorted({*old_voters, fresh_id} - {gone})
+        for node in cluster.running():
+            def finished(node: KvdProcess = node) -> bool:
+                answer = members(node)
+                return "joint_with" not in answer and answer["voters"] == expected
+            wait_for(finished, 20, "the new leader finished the change")
+        # The next leader may have been the voter the change removed: it then
+        # resigns once the change is done (its writes in flight answer 504), and a
+        # voter of the new set leads.
+        def written() -> bool:
+            writer_node = cluster.wait_leader(SESSION_TIMEOUT + 20)
+            if cluster.status(writer_node)["node_id"] not in expected:
+                return False
+            return cluster.put(writer_node, "after", "finished").status == 200
+
+        wait_for(written, 30, "a write under a leader of the new set")
+    finally:
+        cluster.stop()
