@@ -68,12 +68,18 @@ class Quorums:
     def highest_held(self, held: Mapping[str, int]) -> int:
         """The highest index that W voters of every set hold (``held``: node id ->
         index held; a voter missing from it holds nothing)."""
-        found: int | None = None
+        return int(self._at_w_in_every_set(held))
+
+    def _at_w_in_every_set(self, values: Mapping[str, float]) -> float:
+        """The highest value that W voters of every set are at or above (a voter
+        missing from ``values`` is at 0): each set's W-th highest, the least of
+        those; 0 if a set has fewer voters than its W."""
+        found: float | None = None
         for voter_set in self.sets:
-            indexes = sorted((held.get(v, 0) for v in voter_set.voters), reverse=True)
-            if len(indexes) < voter_set.write_quorum:
+            ranked = sorted((values.get(v, 0) for v in voter_set.voters), reverse=True)
+            if len(ranked) < voter_set.write_quorum:
                 return 0
-            at = indexes[voter_set.write_quorum - 1]
+            at = ranked[voter_set.write_quorum - 1]
             found = at if found is None else min(found, at)
         return found or 0
 
@@ -88,14 +94,7 @@ class Quorums:
     def latest_quorum_time(self, times: Mapping[str, float]) -> float:
         """The latest moment at which W voters of every set had all answered
         (``times``: node id -> last answer; 0 if no such moment)."""
-        found: float | None = None
-        for voter_set in self.sets:
-            seen = sorted((times.get(v, 0.0) for v in voter_set.voters), reverse=True)
-            if len(seen) < voter_set.write_quorum:
-                return 0.0
-            at = seen[voter_set.write_quorum - 1]
-            found = at if found is None else min(found, at)
-        return found or 0.0
+        return float(self._at_w_in_every_set(times))
 
     def describe(self) -> dict[str, Any]:
         """For status pages: the voters and, while joint, the old set too."""
