@@ -354,10 +354,7 @@ class Node:
             if self._voters_cache is None or self._voters_cache[0] != key:
                 self._voters_cache = (key, config_voter_sets(config))
             return self._voters_cache[1]
-        if self.snapshot_voters:
-            return ([self.snapshot_joint, self.snapshot_voters] if self.snapshot_joint
-                    else [self.snapshot_voters])
-        return [self.bootstrap_voters]
+        return self._voter_sets_without_log()
 
     def voter_sets_at(self, index: int) -> list[dict[str, str]]:
         """The voter sets in effect at entry ``index`` (for a snapshot taken there:
@@ -367,6 +364,10 @@ class Node:
                 for command in reversed(self.rlog.entry(at).commands):
                     if command.get("op") == "config":
                         return config_voter_sets(command)
+        return self._voter_sets_without_log()
+
+    def _voter_sets_without_log(self) -> list[dict[str, str]]:
+        """With no config entry to go by: the snapshot's sets, else bootstrap."""
         if self.snapshot_voters:
             return ([self.snapshot_joint, self.snapshot_voters] if self.snapshot_joint
                     else [self.snapshot_voters])
