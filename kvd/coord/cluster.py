@@ -455,7 +455,7 @@ class ClusterCoordinator:
         try:
             deadline = self.reactor.seconds() + TRANSFER_TIMEOUT
             while not (rlog.commit_index == rlog.last_index == node.store.applied_index
-                       and stream.match_index >= rlog.last_index and not leader.waiting):
+                       and stream.match_index >= rlog.last_index and leader.idle):
                 if not leader.active or self.reactor.seconds() > deadline:
                     raise NotReady(f"{target} did not catch up within {TRANSFER_TIMEOUT:g}s")
                 stream.wake(force=True)

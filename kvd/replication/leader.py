@@ -176,6 +176,11 @@ class Leader:
                 read.errback(NotLeading("this node stopped leading"))
         return orphans
 
+    @property
+    def idle(self) -> bool:
+        """No write taken and unanswered: none queued for a batch, none in the log."""
+        return not self._queue and not self.waiting
+
     def propose(self, commands: list[Command]) -> Deferred[list[dict[str, Any]]]:
         """Fires with the commands' results once committed and applied, or fails with
         InDoubt after ``write_timeout``: it may still commit later.
