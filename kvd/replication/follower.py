@@ -17,12 +17,13 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
 from kvd.replication.log import FatalLogError, ReplicatedLog
-from kvd.replication.messages import BadMessage
+from kvd.replication.messages import NOT_A_VOTER, BadMessage
 from kvd.replication.peer import entries_from_wire, entries_to_wire
+from kvd.replication.quorum import names_voter, newest_config_sets
 from kvd.roles import Role
 from kvd.store import Store
 from kvd.wal.layout import Identity
-from kvd.wal.snapshot import Snapshot
+from kvd.wal.snapshot import Snapshot, snapshot_voter_sets
 
 T = TypeVar("T")
 
@@ -87,17 +88,20 @@ class Follower:
         finally:
             self.lock.release()
 
-    def _refusal(self, message: dict[str, Any]) -> dict[str, Any] | None:
+    def _refusal(self, message: dict[str, Any],
+                 named_by: list[dict[str, str]] | None = None) -> dict[str, Any] | None:
         """Why this message must be refused: an old epoch, a non-voter sender, or
-        an epoch already promised to another leader."""
+        an epoch already promised to another leader. ``named_by``: the voter sets
+        the message itself would put in effect here (a PREPARE's config entry)."""
         rlog = self.node.rlog
         epoch, sender = message["epoch"], message["node_id"]
         if epoch < rlog.promised_epoch:
             return {"ok": False, "reject": "stale epoch", "promised": rlog.promised_epoch}
         voters = self.node.voters() if self.node.role != Role.STANDALONE else {}
-        if sender not in voters or voters[sender] != message.get("incarnation"):
-            return {"ok": False, "reject": "sender is not a voter",
-                    "promised": rlog.promised_epoch}
+        incarnation = message.get("incarnation")
+        if voters.get(sender) != incarnation and not names_voter(named_by or [], sender,
+                                                                 incarnation):
+            return {"ok": False, "reject": NOT_A_VOTER, "promised": rlog.promised_epoch}
         if epoch == rlog.promised_epoch and rlog.promised_leader not in ("", sender):
             # One leader per epoch (rule 15): ZooKeeper's counter may have been reset.
             return {"ok": False, "reject": f"epoch {epoch} was promised to another leader",
@@ -155,11 +159,35 @@ class Follower:
     def prepare(self, message: dict[str, Any]) -> Any:
         return self._serialised(self._prepare, message)
 
+    def _hint(self, prev_index: int) -> int:
+        """Where a leader should resume when our entry at ``prev_index`` differs."""
+        rlog = self.node.rlog
+        hint = rlog.last_index if prev_index > rlog.last_index else prev_index - 1
+        return max(hint, rlog.commit_index)
+
+    def _named_after(self, prev: tuple[int, int], entries: list[Any]) -> list[dict[str, str]]:
+        """The voter sets this PREPARE's entries would put in effect, if they extend
+        our log at ``prev``: a voter whose log lags behind the change that named its
+        leader must still take the change from that leader (rule 4)."""
+        rlog = self.node.rlog
+        prev_epoch, prev_index = prev
+        if prev_index >= rlog.base_index and rlog.epoch_at(prev_index) != prev_epoch:
+            return []
+        return newest_config_sets([e for e in entries if e.index > rlog.base_index])
+
     async def _prepare(self, message: dict[str, Any]) -> dict[str, Any]:
-        refusal = self._refusal(message)
-        if refusal is not None:
-            return refusal
         entries = entries_from_wire(message["entries"])
+        prev_epoch, prev_index = message["prev"]
+        refusal = self._refusal(message, self._named_after((prev_epoch, prev_index), entries))
+        if refusal is not None:
+            if refusal["reject"] == NOT_A_VOTER:
+                # Nothing promised: where our log matches, so that the leader can send
+                # from there through the config entry that names it.
+                rlog = self.node.rlog
+                matches = prev_index < rlog.base_index or rlog.epoch_at(prev_index) == prev_epoch
+                refusal["last_index"] = (max(prev_index, rlog.base_index) if matches
+                                         else self._hint(prev_index))
+            return refusal
         epoch = message["epoch"]
         await self._promise(epoch, message["node_id"])
         refusal = self._still_promised(epoch)
@@ -167,14 +195,12 @@ class Follower:
             return refusal
         node, rlog = self.node, self.node.rlog
         node.follow(epoch, message["node_id"], message["url"], message["peer_url"])
-        prev_epoch, prev_index = message["prev"]
         if prev_index < rlog.base_index:
             # Below our snapshot: those entries are committed, hence equal here.
             entries = [e for e in entries if e.index > rlog.base_index]
             prev_index = rlog.base_index
         elif rlog.epoch_at(prev_index) != prev_epoch:
-            hint = rlog.last_index if prev_index > rlog.last_index else prev_index - 1
-            return {"ok": False, "nack": True, "last_index": max(hint, rlog.commit_index),
+            return {"ok": False, "nack": True, "last_index": self._hint(prev_index),
                     "promised": epoch}
         try:
             self.append_missing(entries)
@@ -230,7 +256,9 @@ class Follower:
 
     async def _install_snapshot(self, message: dict[str, Any]) -> dict[str, Any]:
         refusal = self._refusal(message)
-        if refusal is not None:
+        # A sender our log does not name may be named by the snapshot (rule 4):
+        # it is judged once the snapshot is whole and read back.
+        if refusal is not None and refusal["reject"] != NOT_A_VOTER:
             return refusal
         assembled = self._assemble(message)
         if isinstance(assembled, dict):
@@ -245,6 +273,9 @@ class Follower:
         found = (decoded.epoch, decoded.index)
         if found != (message["snapshot_epoch"], message["snapshot_index"]):
             raise BadMessage(f"the snapshot is at {found}, not where the message says")
+        if refusal is not None and not names_voter(
+                snapshot_voter_sets(decoded.meta), message["node_id"], message.get("incarnation")):
+            return refusal
         epoch = message["epoch"]
         await self._promise(epoch, message["node_id"])
         refusal = self._still_promised(epoch)

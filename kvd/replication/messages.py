@@ -210,6 +210,10 @@ def new_epoch(by: Sender) -> NewEpoch:
     return {**by}
 
 
+#: A follower's refusal of a sender its log does not name as a voter (rule 4).
+NOT_A_VOTER = "sender is not a voter"
+
+
 def prepare(by: Sender, prev: tuple[int, int], entries: list[list[Any]],
             commit: int) -> Prepare:
     return {**by, "prev": list(prev), "entries": entries, "commit": commit}

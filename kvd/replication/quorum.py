@@ -10,9 +10,11 @@ another size takes a majority of itself.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from kvd.wal.record import LogEntry
 
 
 def config_voter_sets(config: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -21,6 +23,23 @@ def config_voter_sets(config: Mapping[str, Any]) -> list[dict[str, str]]:
     new = {str(i): str(inc) for i, inc in config["voters"]}
     old = config.get("joint")
     return [{str(i): str(inc) for i, inc in old}, new] if old else [new]
+
+
+def newest_config_sets(entries: Iterable[LogEntry]) -> list[dict[str, str]]:
+    """The voter sets of the newest config command among ``entries``; none if none."""
+    for entry in reversed(list(entries)):
+        for command in reversed(entry.commands):
+            if command.get("op") == "config":
+                try:
+                    return config_voter_sets(command)
+                except (KeyError, TypeError, ValueError):
+                    return []  # not a config a node would apply: it names nobody
+    return []
+
+
+def names_voter(sets: list[dict[str, str]], node_id: str, incarnation: object) -> bool:
+    """Is (``node_id``, ``incarnation``) a voter of one of ``sets``?"""
+    return any(s.get(node_id) == incarnation for s in sets)
 
 
 def write_quorum_for(size: int, replicas: int, write_quorum: int) -> int:

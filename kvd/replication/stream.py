@@ -18,8 +18,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kvd.replication import messages
-from kvd.replication.messages import MAX_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES
+from kvd.replication.messages import MAX_MESSAGE_BYTES, NOT_A_VOTER, SNAPSHOT_CHUNK_BYTES
 from kvd.replication.peer import PeerClient, entries_to_wire
+from kvd.replication.quorum import names_voter, newest_config_sets
 
 if TYPE_CHECKING:
     from kvd.replication.leader import Leader
@@ -72,6 +73,9 @@ class FollowerStream:
         self._want_send = False
         self._active = True
         self._timer: IDelayedCall | None = None
+        #: The follower's log does not name us as a voter yet: send it entries up to
+        #: the config entry that does (rule 4: it judges us by its own log).
+        self._through_config = False
 
     @property
     def reactor(self) -> Any:
@@ -130,11 +134,22 @@ class FollowerStream:
         prev_epoch = self.rlog.epoch_at(prev)
         assert prev_epoch is not None, "base_index < next_index <= last_index + 1"
         last = min(self.rlog.last_index, self.next_index + MAX_ENTRIES_PER_MESSAGE - 1)
+        if self._through_config:
+            last = max(last, self._config_naming_leader())
         entries = _within_bytes(self.rlog.entries_between(self.next_index, last))
         commit = self.rlog.commit_index
         message = messages.prepare(self.leader.identity_message(), (prev_epoch, prev),
                                    entries_to_wire(entries), commit)
         self._dispatch("prepare", message, MESSAGE_TIMEOUT, commit)
+
+    def _config_naming_leader(self) -> int:
+        """The first config entry from ``next_index`` on that names this leader."""
+        me, incarnation = self.leader.node_id, self.leader.incarnation
+        for at in self.rlog.config_indexes:
+            if at >= self.next_index and names_voter(
+                    newest_config_sets([self.rlog.entry(at)]), me, incarnation):
+                return at
+        return 0
 
     def _send_snapshot(self) -> None:
         """The newest snapshot, in chunks of ``SNAPSHOT_CHUNK_BYTES``, one at a time.
@@ -204,6 +219,12 @@ class FollowerStream:
             self.leader.saw_higher_epoch(promised, self.node_id)
             return
         if not reply.get("ok") and not reply.get("nack"):
+            if reply.get("reject") == NOT_A_VOTER and "last_index" in reply:
+                # Its log lags behind the change that made us a voter: resume
+                # where it matches, through that change. Nothing counted: it
+                # promised nothing.
+                self.next_index = max(1, min(self.next_index, int(reply["last_index"]) + 1))
+                self._through_config = True
             self.log.warn("Follower {node_id} refused: {why}", node_id=self.node_id,
                           why=reply.get("reject"))
             self._schedule(RETRY_SECONDS)
@@ -211,6 +232,7 @@ class FollowerStream:
         self.confirmed_seq = seq
         self.last_ok = self.leader.clock.seconds()
         if reply.get("ok"):
+            self._through_config = False
             self.match_index = max(self.match_index, int(reply["index"]))
             self.next_index = int(reply["index"]) + 1
             self._sent_commit = max(self._sent_commit, commit)

@@ -98,15 +98,23 @@ def check_meta(meta: Any) -> None:
     """Raise ValueError unless ``meta`` is what ``take_snapshot`` writes."""
     if not isinstance(meta, dict):
         raise ValueError("snapshot meta is not a map")
-    voters = meta.get("voters", [])
-    if not isinstance(voters, list) or not all(
-            isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v)
-            for v in voters):
-        raise ValueError("snapshot voters are not [node id, incarnation] pairs")
+    for name in ("voters", "joint"):
+        voters = meta.get(name) or []
+        if not isinstance(voters, list) or not all(
+                isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v)
+                for v in voters):
+            raise ValueError(f"snapshot {name} are not [node id, incarnation] pairs")
     if type(meta.get("promised_epoch", 0)) is not int:
         raise ValueError("snapshot promised_epoch is not an integer")
     if not isinstance(meta.get("promised_leader", ""), str):
         raise ValueError("snapshot promised_leader is not a string")
+
+
+def snapshot_voter_sets(meta: dict[str, Any]) -> list[dict[str, str]]:
+    """The voter sets in effect at a checked snapshot's index: old and new while
+    joint, none if it recorded none."""
+    sets = [{i: inc for i, inc in meta.get(name) or []} for name in ("joint", "voters")]
+    return [s for s in sets if s]
 
 
 def read_newest_raw(data_dir: DataDir) -> tuple[int, int, bytes] | None:

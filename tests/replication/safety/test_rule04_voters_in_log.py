@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvd.node import Role
+from kvd.wal import snapshot
 from kvd.wal.layout import DataDir
 from kvd.wal.record import LogEntry
 from kvd.wal.recovery import recover
@@ -12,9 +13,12 @@ from tests.replication.safety.support import (
     cluster,
     epochs,
     give_log,
+    install,
     lead,
     member,
     run_sync,
+    snapshot_of,
+    stream_to,
 )
 from tests.replication.support import (
     OTHER_DISK,
@@ -26,6 +30,7 @@ from tests.replication.support import (
     entry,
     member_of,
     message,
+    open_member,
     prepare,
     put,
 )
@@ -40,8 +45,10 @@ def test_rule4_nodes_refuse_newepoch_and_prepare_from_a_non_voter(
     node = member(tmp_path, reactor, "b")
     vote = answer(follower_of(node).new_epoch(message("x", 5))).reply()
     ack = answer(follower_of(node).prepare(prepare("x", 5, (0, 0), [entry(5, 1)], 0))).reply()
-    for reply in (vote, ack):
-        assert reply == {"ok": False, "reject": "sender is not a voter", "promised": 0}
+    assert vote == {"ok": False, "reject": "sender is not a voter", "promised": 0}
+    # Nothing promised; where to resume, should a config entry name the sender.
+    assert ack == {"ok": False, "reject": "sender is not a voter", "promised": 0,
+                   "last_index": 0}
     assert node.rlog.promised_epoch == 0 and node.rlog.last_index == 0
     assert recover(DataDir(str(tmp_path / "b"))).promised_epoch == 0
     assert node.role == Role.LOOKING
@@ -114,7 +121,8 @@ def test_rule4_a_prepare_from_a_voter_id_with_another_incarnation_is_refused(
     nodes = cluster(tmp_path, reactor)
     reply = answer(follower_of(nodes["b"]).prepare(
         prepare("a", 2, (0, 0), [entry(2, 1)], 1, incarnation="a-new-disk"))).reply()
-    assert reply == {"ok": False, "reject": "sender is not a voter", "promised": 0}
+    assert reply == {"ok": False, "reject": "sender is not a voter", "promised": 0,
+                     "last_index": 0}
     assert nodes["b"].rlog.last_index == 0 and nodes["b"].rlog.promised_epoch == 0
     assert nodes["b"].role == Role.LOOKING
 
@@ -227,3 +235,76 @@ def test_rule4_a_sync_that_adopts_a_joint_config_asks_the_new_voters_too(
     assert nodes["a"].rlog.last == (1, 4)
     assert nodes["a"].voters() == new and nodes["a"].is_voter()
     assert sorted(peers.sent("newepoch")) == ["http://b", "http://c", "http://d"]
+
+
+def _lagging_voter(tmp_path: Any, reactor: InlineReactor) -> tuple[Any, Any, Any]:
+    """c replaced a by d, but c's log lags behind the change: it names a, b and c
+    only. d leads epoch 2 over the committed change (new set b, c, d) and streams
+    to c; b is gone, so d can commit only with c."""
+    c = member_of(str(tmp_path / "c"), reactor, "c", ("a", "b", "c"))
+    d = open_member(str(tmp_path / "d"), reactor, "d")
+    old = {"a": OTHER_DISK, "b": OTHER_DISK, "c": c.identity.incarnation}
+    new = {"b": OTHER_DISK, "c": c.identity.incarnation, "d": d.identity.incarnation}
+    shared = [config_entry(1, 1, old), entry(1, 2)]
+    give_log(c, shared, commit=2, promised=1)
+    give_log(d, [*shared, entry(1, 3), entry(1, 4), joint_entry(1, 5, old, new),
+                 config_entry(1, 6, new)], commit=6, promised=1)
+    lead(d, 2, 2)
+    return c, d, d.leader
+
+
+# Fails if: Follower._refusal judges the sender by its own log alone (`named_by`
+# ignored): c refuses d for ever, and the new set cannot commit with c and d.
+# Also if: FollowerStream._send does not reach the config entry that names it
+# (`_through_config` ignored): every batch stops short of it and is refused.
+def test_rule4_a_lagging_voter_takes_the_change_that_names_its_leader(
+    tmp_path: Any, reactor: InlineReactor, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("kvd.replication.stream.MAX_ENTRIES_PER_MESSAGE", 1)
+    c, d, leader = _lagging_voter(tmp_path, reactor)
+    peers = Peers()
+    peers.route_to(c)
+    stream = stream_to(d, peers, "c")
+    stream.answered_incarnation = c.identity.incarnation
+    stream.start()
+    for _ in range(40):
+        reactor.advance(0.2)
+    assert c.rlog.last_index == d.rlog.last_index == leader.marker_index
+    assert d.rlog.commit_index == leader.marker_index  # c and d: 2 of the new set's 3
+    assert c.rlog.promised_epoch == 2
+    assert c.voters() == d.voters()
+
+
+# Fails if: Follower._named_after ignores whether the PREPARE extends our log
+# (`if False:` for its prev check): entries that do not fit would name the sender.
+def test_rule4_a_prepare_whose_entries_name_another_sender_is_refused_with_nothing_changed(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    c, d, _ = _lagging_voter(tmp_path, reactor)
+    entries = d.rlog.entries_between(3, 5)
+    refused = answer(follower_of(c).prepare(prepare("x", 2, (1, 2), entries, 2))).reply()
+    assert refused == {"ok": False, "reject": "sender is not a voter", "promised": 1,
+                       "last_index": 2}
+    assert c.rlog.last_index == 2 and c.rlog.promised_epoch == 1
+    # Whose prev does not match: the usual hint, still nothing promised.
+    refused = answer(follower_of(c).prepare(prepare(
+        "d", 2, (1, 4), entries[-1:], 2, incarnation=d.identity.incarnation))).reply()
+    assert refused["reject"] == "sender is not a voter" and refused["last_index"] == 2
+    assert c.rlog.promised_epoch == 1
+
+
+# Fails if: Follower._install_snapshot refuses a sender its log does not name before
+# reading the snapshot's own voter sets.
+def test_rule4_a_lagging_voter_installs_a_snapshot_that_names_its_leader(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    c, d, _ = _lagging_voter(tmp_path, reactor)
+    entries = d.rlog.entries_between(1, 6)
+    store, _ = snapshot_of(entries)
+    for voters, installed in (({"b": OTHER_DISK, "y": "disk"}, False), (d.voters(), True)):
+        meta = {"voters": [[i, inc] for i, inc in sorted(voters.items())]}
+        data = snapshot.encode(snapshot.Snapshot(1, 6, store.snapshot_state(), meta))
+        reply = install(c, "d", 2, entries[-1], data, incarnation=d.identity.incarnation).reply()
+        assert reply.get("ok", False) is installed, reply
+        assert installed or (c.rlog.promised_epoch, c.store.applied_index) == (1, 2)
+    assert c.store.applied_index == 6 and c.voters() == d.voters()
