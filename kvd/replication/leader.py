@@ -364,20 +364,28 @@ class Leader:
         set alone, once; until then both sets decide (rule 4). A new leader that
         inherits a joint entry finishes it the same way once its marker commits."""
         config_indexes = self._log.config_indexes
-        if not config_indexes or config_indexes[-1] > self._log.commit_index:
-            return
-        at = config_indexes[-1]
+        if config_indexes:
+            at = config_indexes[-1]
+            config = self._log.newest_config()
+            if at > self._log.commit_index or config is None or not config.get("joint"):
+                return
+            new_voters = config["voters"]
+        else:
+            # No config entry above our snapshot: a joint change it recorded has
+            # committed (a snapshot holds only committed entries); finish it too.
+            quorums = self.quorums()
+            if not quorums.joint:
+                return
+            at = self._log.base_index
+            new_voters = [[i, inc] for i, inc in sorted(quorums.sets[-1].voters.items())]
         if self._finishing == at:
-            return
-        config = self._log.newest_config()
-        if config is None or not config.get("joint"):
             return
         if self.hold_joint is not None and self.hold_joint():
             return
         self._finishing = at
         self.log.info("The joint configuration at {index} committed: appending the new "
                       "voter set alone", index=at)
-        self.propose([{"op": "config", "voters": config["voters"]}]).addErrback(
+        self.propose([{"op": "config", "voters": new_voters}]).addErrback(
             self._finish_failed, at)
 
     def _finish_failed(self, failure: Failure, at: int) -> None:

@@ -261,3 +261,39 @@ def test_a_change_interrupted_between_its_two_entries_ends_in_one_configuration(
         wait_for(written, 30, "a write under a leader of the new set")
     finally:
         cluster.stop()
+
+
+# Fails if: a follower judges a PREPARE's sender by its own log alone (mutant
+# r4-follower-judges-by-its-own-log-only): the voter that missed the change refuses
+# the new leader for ever, and once the last other voter goes nothing commits.
+def test_a_voter_that_missed_a_change_catches_up_under_a_leader_only_the_new_set_names(
+        cluster: Cluster) -> None:
+    """The wedge a review found: a is replaced by d while c is down; d leads; a and
+    the old leader go. c and d are 2 of the 3 voters, so they must commit."""
+    leader = cluster.wait_leader()
+    a, c = [n for n in cluster.nodes if n is not leader]
+    a_id, c_id = (cluster.status(n)["node_id"] for n in (a, c))
+    d, d_id = add_learner(cluster)
+    assert cluster.put(leader, "before", "the-change").status == 200
+    # Stopped, not paused: a paused c would take the old leader's PREPAREs still
+    # queued on its socket when it resumes, and so learn of the change after all.
+    c.kill()
+    done = leader.call("POST", "/api/v1/members/replace", {"old": a_id, "new": d_id},
+                       timeout=20)
+    assert done.status == 200, done.body
+    handed = leader.call("POST", "/api/v1/leader/transfer", {"target": d_id}, timeout=15)
+    assert handed.status == 200, handed.body
+    wait_for(lambda: cluster.status(d).get("role") == "leader", 20, "d leads")
+    assert cluster.put(d, "during", "c-stopped").status == 200
+    a.kill()
+    c.start()  # ready once it follows d, which it can only by taking the change from d
+    wait_for(lambda: (v := members(c)["voters"]) and d_id in v and a_id not in v, 20,
+             "c holds the change that names d")
+    leader.kill()
+    answer = cluster.put(d, "after", "c-and-d")
+    assert answer.status == 200, answer.body
+    for key, value in (("before", "the-change"), ("during", "c-stopped"),
+                       ("after", "c-and-d")):
+        got = cluster.get(c, key)
+        assert got.status == 200 and got.body["value"] == value, (key, got.body)
+    assert c_id in members(d)["voters"]

@@ -308,3 +308,25 @@ def test_rule4_a_lagging_voter_installs_a_snapshot_that_names_its_leader(
         assert reply.get("ok", False) is installed, reply
         assert installed or (c.rlog.promised_epoch, c.store.applied_index) == (1, 2)
     assert c.store.applied_index == 6 and c.voters() == d.voters()
+
+
+# Fails if: Leader._finish_joint_change looks only at the log's config entries
+# (`return` when there are none): a change that a snapshot recorded as joint stays
+# joint for ever, both sets needed for every write.
+def test_rule4_a_joint_change_known_only_from_a_snapshot_is_finished(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    node = member(tmp_path, reactor, "a")
+    me = node.identity.incarnation
+    old = [["a", me], ["b", OTHER_DISK], ["c", OTHER_DISK]]
+    new = [["a", me], ["b", OTHER_DISK], ["d", OTHER_DISK]]
+    node.adopt_snapshot_meta({"voters": new, "joint": old})
+    assert node.quorums(2).joint and not node.rlog.config_indexes
+    links = {i: FakeLink(i) for i in ("b", "c", "d")}
+    leader = lead(node, 2, 2, *links.values())
+    for name in ("c", "d"):
+        links[name].match_index = leader.marker_index
+        leader.stream_answered(links[name])
+    reactor.advance(0)
+    assert node.rlog.newest_config() == {"op": "config", "voters": new}
+    assert not node.quorums(2).joint
