@@ -72,7 +72,7 @@ from harness import (  # noqa: E402
     wrk_command,
 )
 from kvd_system import KvdSystem  # noqa: E402
-from profiling import print_profile, profile_leader  # noqa: E402
+from profiling import print_profile, profile_node  # noqa: E402
 
 from kvd.testing.process import wait_for  # noqa: E402
 from kvd.testing.zookeeper import ZooKeeperNotInstalled, ZooKeeperStartError  # noqa: E402
@@ -430,7 +430,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--etcd-args", default="", help="extra etcd options")
     parser.add_argument("--etcd-binary", default=None, help="etcd executable (default: PATH)")
     parser.add_argument("--profile", action="store_true",
-                        help="after kvd's lines, py-spy the leader under --profile-line")
+                        help="after kvd's lines, py-spy the node --profile-line targets")
     parser.add_argument("--profile-line", default="write_c32",
                         help="the line run while profiling (default write_c32)")
     parser.add_argument("--workdir", default=None,
@@ -504,8 +504,8 @@ def run_system(system: System, runner: Runner, args: argparse.Namespace, stamp: 
             results[line.name] = runner.run_line(system, line, args.duration)
     if args.profile and isinstance(system, KvdSystem):
         line = next(x for x in LINES if x.name == args.profile_line)
-        info["profile"] = profile_leader(
-            system, line.name,
+        info["profile"] = profile_node(
+            system, line.target, line.name,
             lambda seconds: runner.run_line(system, line, seconds, quiet=True, wait=False),
             args.duration, args.wait_quiet, args.timeout, stamp)
     if args.gateway_lines and isinstance(system, KvdSystem):

@@ -1,7 +1,8 @@
 """
-Where the kvd leader's time goes under load: two py-spy recorders sample it
-while wrk runs (``cluster_vs_etcd.py --profile``), and a summary of their raw
-("folded") output, by function and by package.
+Where a kvd node's time goes under load: two py-spy recorders sample the node
+a line targets (the leader for writes, the follower for reads) while wrk runs
+(``cluster_vs_etcd.py --profile``), and a summary of their raw ("folded")
+output, by function and by package.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from harness import RESULTS_DIR, stop_process, thread_cpu, wait_quiet
 from kvd_system import KvdSystem
 
 
-def profile_leader(system: KvdSystem, line_name: str, load: Callable[[float], Any],
-                   duration: float, quiet_wait: float, wrk_timeout: float, stamp: str
-                   ) -> dict[str, Any]:
-    """py-spy the kvd leader during an extra (unreported) run of wrk line ``line_name``.
+def profile_node(system: KvdSystem, role: str, line_name: str, load: Callable[[float], Any],
+                 duration: float, quiet_wait: float, wrk_timeout: float, stamp: str
+                 ) -> dict[str, Any]:
+    """py-spy the kvd node of ``role`` (``leader`` or ``follower``) during an extra
+    (unreported) run of wrk line ``line_name``.
 
     ``load(seconds)`` runs that line for so long and returns its result (with
     ``rps`` and ``errors``); ``quiet_wait`` is ``--wait-quiet``, ``wrk_timeout``
@@ -41,15 +43,15 @@ def profile_leader(system: KvdSystem, line_name: str, load: Callable[[float], An
     if not os.path.exists(py_spy):
         return {"error": "py-spy not installed: .venv/bin/pip install py-spy"}
     pids = system.pids()
-    pid = pids[next(r for r in pids if r.startswith("leader"))]
+    pid = pids[next(r for r in pids if r.startswith(role))]
     sample_s = max(1, int(duration) - 1)
-    paths = {view: os.path.join(RESULTS_DIR, f"cluster-vs-etcd-{stamp}-kvd-leader-{view}.folded")
+    paths = {view: os.path.join(RESULTS_DIR, f"cluster-vs-etcd-{stamp}-kvd-{role}-{view}.folded")
              for view in ("wall", "gil")}
     commands = {view: [py_spy, "record", "--pid", str(pid), "--duration", str(sample_s),
                        "--rate", "100", "--format", "raw", "--nonblocking", "--output", path,
                        *(["--threads"] if view == "wall" else ["--gil"])]
                 for view, path in paths.items()}
-    print(f"  profiling the kvd leader (pid {pid}) under {line_name} for {sample_s} s ...",
+    print(f"  profiling the kvd {role} (pid {pid}) under {line_name} for {sample_s} s ...",
           flush=True)
     box: dict[str, Any] = {}
 
@@ -86,7 +88,7 @@ def profile_leader(system: KvdSystem, line_name: str, load: Callable[[float], An
     return {
         "wall": summarise_folded(paths["wall"], main_thread_only=True),
         "gil": summarise_folded(paths["gil"], main_thread_only=False),
-        "raw": paths, "pid": pid, "commands": commands,
+        "raw": paths, "pid": pid, "commands": commands, "role": role, "line": line_name,
         "rps_while_profiling": result.rps if result else None,
         "errors_while_profiling": result.errors if result else None,
         "thread_cores": dict(sorted(cores.items(), key=lambda kv: -kv[1])),
@@ -182,7 +184,9 @@ def print_profile(profile: dict[str, Any]) -> None:
         print(f"\nprofile: {profile['error']}")
         return
     rps = profile.get("rps_while_profiling") or 0.0
-    print(f"\nkvd leader under write_c32 ({rps:,.0f} req/s while sampled; the leader used "
+    role = profile.get("role", "leader")
+    print(f"\nkvd {role} under {profile.get('line', 'write_c32')} ({rps:,.0f} req/s while "
+          f"sampled; the {role} used "
           f"{profile['process_cores']:.2f} cores)")
     print("  CPU by thread (cores, from /proc):")
     for name, cores in list(profile["thread_cores"].items())[:4]:
