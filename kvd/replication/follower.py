@@ -89,18 +89,20 @@ class Follower:
             self.lock.release()
 
     def _refusal(self, message: dict[str, Any],
-                 named_by: list[dict[str, str]] | None = None) -> dict[str, Any] | None:
+                 named_by: Callable[[], list[dict[str, str]]] | None = None
+                 ) -> dict[str, Any] | None:
         """Why this message must be refused: an old epoch, a non-voter sender, or
         an epoch already promised to another leader. ``named_by``: the voter sets
-        the message itself would put in effect here (a PREPARE's config entry)."""
+        the message itself would put in effect here (a PREPARE's config entry),
+        asked only of a sender our log does not name."""
         rlog = self.node.rlog
         epoch, sender = message["epoch"], message["node_id"]
         if epoch < rlog.promised_epoch:
             return {"ok": False, "reject": "stale epoch", "promised": rlog.promised_epoch}
         voters = self.node.voters() if self.node.role != Role.STANDALONE else {}
         incarnation = message.get("incarnation")
-        if voters.get(sender) != incarnation and not names_voter(named_by or [], sender,
-                                                                 incarnation):
+        if voters.get(sender) != incarnation and not (
+                named_by is not None and names_voter(named_by(), sender, incarnation)):
             return {"ok": False, "reject": NOT_A_VOTER, "promised": rlog.promised_epoch}
         if epoch == rlog.promised_epoch and rlog.promised_leader not in ("", sender):
             # One leader per epoch (rule 15): ZooKeeper's counter may have been reset.
@@ -165,12 +167,12 @@ class Follower:
         hint = rlog.last_index if prev_index > rlog.last_index else prev_index - 1
         return max(hint, rlog.commit_index)
 
-    def _named_after(self, prev: tuple[int, int], entries: list[Any]) -> list[dict[str, str]]:
+    def _named_after(self, prev_epoch: int, prev_index: int,
+                     entries: list[Any]) -> list[dict[str, str]]:
         """The voter sets this PREPARE's entries would put in effect, if they extend
         our log at ``prev``: a voter whose log lags behind the change that named its
         leader must still take the change from that leader (rule 4)."""
         rlog = self.node.rlog
-        prev_epoch, prev_index = prev
         if prev_index >= rlog.base_index and rlog.epoch_at(prev_index) != prev_epoch:
             return []
         return newest_config_sets([e for e in entries if e.index > rlog.base_index])
@@ -178,7 +180,7 @@ class Follower:
     async def _prepare(self, message: dict[str, Any]) -> dict[str, Any]:
         entries = entries_from_wire(message["entries"])
         prev_epoch, prev_index = message["prev"]
-        refusal = self._refusal(message, self._named_after((prev_epoch, prev_index), entries))
+        refusal = self._refusal(message, lambda: self._named_after(prev_epoch, prev_index, entries))
         if refusal is not None:
             if refusal["reject"] == NOT_A_VOTER:
                 # Nothing promised: where our log matches, so that the leader can send

@@ -99,7 +99,9 @@ def check_meta(meta: Any) -> None:
     if not isinstance(meta, dict):
         raise ValueError("snapshot meta is not a map")
     for name in ("voters", "joint"):
-        voters = meta.get(name) or []
+        voters = meta.get(name, [])
+        if name == "joint" and voters is None:
+            continue
         if not isinstance(voters, list) or not all(
                 isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v)
                 for v in voters):
