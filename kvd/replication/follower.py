@@ -275,9 +275,11 @@ class Follower:
         found = (decoded.epoch, decoded.index)
         if found != (message["snapshot_epoch"], message["snapshot_index"]):
             raise BadMessage(f"the snapshot is at {found}, not where the message says")
-        if refusal is not None and not names_voter(
-                snapshot_voter_sets(decoded.meta), message["node_id"], message.get("incarnation")):
-            return refusal
+        if refusal is not None:
+            # Every check again, the snapshot's own sets counted this time.
+            refusal = self._refusal(message, lambda: snapshot_voter_sets(decoded.meta))
+            if refusal is not None:
+                return refusal
         epoch = message["epoch"]
         await self._promise(epoch, message["node_id"])
         refusal = self._still_promised(epoch)

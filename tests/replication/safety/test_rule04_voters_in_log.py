@@ -330,3 +330,20 @@ def test_rule4_a_joint_change_known_only_from_a_snapshot_is_finished(
     reactor.advance(0)
     assert node.rlog.newest_config() == {"op": "config", "voters": new}
     assert not node.quorums(2).joint
+
+
+# Fails if: Follower._install_snapshot, for a sender its log does not name, asks only
+# whether the snapshot names it, skipping the rest of _refusal: a second leader of an
+# epoch already promised to another would be followed (rule 15).
+def test_rule4_a_snapshot_that_names_its_sender_is_refused_in_an_epoch_promised_to_another(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    c, d, _ = _lagging_voter(tmp_path, reactor)
+    c.rlog.promise(2, "b")
+    entries = d.rlog.entries_between(1, 6)
+    store, _ = snapshot_of(entries)
+    meta = {"voters": [[i, inc] for i, inc in sorted(d.voters().items())]}
+    data = snapshot.encode(snapshot.Snapshot(1, 6, store.snapshot_state(), meta))
+    reply = install(c, "d", 2, entries[-1], data, incarnation=d.identity.incarnation).reply()
+    assert reply["ok"] is False and "promised to another leader" in reply["reject"], reply
+    assert c.store.applied_index == 2 and c.rlog.promised_leader == "b"
