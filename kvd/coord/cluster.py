@@ -620,7 +620,7 @@ class ClusterCoordinator:
             if stream is None:
                 stream = FollowerStream(leader, self.node.rlog, self.peer, node_id,
                                         _peer_url(member), voters.get(node_id),
-                                        self.node.read_snapshot_file)
+                                        self.node.read_snapshot_file, self.node.snapshot_now)
                 self.streams[node_id] = stream
                 leader.links[node_id] = stream
                 stream.start()

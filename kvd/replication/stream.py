@@ -31,6 +31,9 @@ HEARTBEAT_SECONDS = 0.1
 #: "an idle leader sends it within a few ms"), so a busy leader piggybacks it.
 COMMIT_DELAY_SECONDS = 0.005
 RETRY_SECONDS = 0.2
+
+#: How long a stream waits for a snapshot it asked for before it looks again.
+SNAPSHOT_WAIT_SECONDS = 1.0
 MESSAGE_TIMEOUT = 3.0
 SNAPSHOT_TIMEOUT = 60.0
 MAX_ENTRIES_PER_MESSAGE = 1024
@@ -50,7 +53,9 @@ class FollowerStream:
         url: str | None,
         incarnation: str | None,
         read_snapshot: Callable[[], Deferred[tuple[int, int, bytes] | None]],
+        request_snapshot: Callable[[int], object] | None = None,
     ) -> None:
+        """``request_snapshot(index)`` asks for a snapshot at or past ``index``."""
         self.leader = leader
         self.rlog = rlog
         self.peer = peer
@@ -61,6 +66,9 @@ class FollowerStream:
         #: The incarnation the follower last answered with.
         self.answered_incarnation: str | None = None
         self._read_snapshot = read_snapshot
+        self._request_snapshot = request_snapshot
+        #: Not before then: the newest snapshot was too old, and one was asked for.
+        self._snapshot_wait_until = 0.0
         self.next_index = rlog.last_index + 1
         self.match_index = 0
         #: Sequence number of the last message sent, and of the last one answered
@@ -134,9 +142,20 @@ class FollowerStream:
         prev_epoch = self.rlog.epoch_at(prev)
         assert prev_epoch is not None, "base_index < next_index <= last_index + 1"
         last = min(self.rlog.last_index, self.next_index + MAX_ENTRIES_PER_MESSAGE - 1)
-        if self._through_config:
-            last = max(last, self._config_naming_leader())
         entries = _within_bytes(self.rlog.entries_between(self.next_index, last))
+        if self._through_config:
+            naming = self._config_naming_leader()
+            if naming >= self.next_index + len(entries):
+                # Beyond one message's reach: a snapshot at or past it names us.
+                if self.leader.clock.seconds() < self._snapshot_wait_until:
+                    self._schedule(RETRY_SECONDS)
+                else:
+                    self._send_snapshot(at_least=naming)
+                return
+            if naming:
+                # Up to that entry only: a later one (our own removal, say) would
+                # not name us, and the follower judges by the newest it is given.
+                entries = [e for e in entries if e.index <= naming]
         commit = self.rlog.commit_index
         message = messages.prepare(self.leader.identity_message(), (prev_epoch, prev),
                                    entries_to_wire(entries), commit)
@@ -151,8 +170,9 @@ class FollowerStream:
                 return at
         return 0
 
-    def _send_snapshot(self) -> None:
-        """The newest snapshot, in chunks of ``SNAPSHOT_CHUNK_BYTES``, one at a time.
+    def _send_snapshot(self, at_least: int = 0) -> None:
+        """The newest snapshot, in chunks of ``SNAPSHOT_CHUNK_BYTES``, one at a time;
+        if it is older than ``at_least``, a newer one is asked for first.
 
         The follower assembles them and answers the last one as an install;
         any refusal on the way goes to ``_answered`` (a newer epoch, say), and
@@ -163,6 +183,11 @@ class FollowerStream:
         seq = self.sent_seq
 
         def got(found: tuple[int, int, bytes] | None) -> Deferred[Any]:
+            if at_least and (found is None or found[1] < at_least):
+                self._snapshot_wait_until = self.leader.clock.seconds() + SNAPSHOT_WAIT_SECONDS
+                if self._request_snapshot is not None:
+                    self._request_snapshot(at_least)
+                raise RuntimeError(f"no snapshot at or past {at_least} yet; one was asked for")
             if found is None or not self._active:
                 raise RuntimeError("no snapshot to send")
             epoch, index, data = found

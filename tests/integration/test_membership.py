@@ -278,6 +278,10 @@ def test_a_voter_that_missed_a_change_catches_up_under_a_leader_only_the_new_set
     # Stopped, not paused: a paused c would take the old leader's PREPAREs still
     # queued on its socket when it resumes, and so learn of the change after all.
     c.kill()
+    # More entries than one PREPARE carries (1,024) between c's log and the change:
+    # c takes the change from a snapshot that d takes for it.
+    for n in range(1100):
+        assert cluster.put(leader, f"gap{n % 50}", f"v{n}").status == 200
     done = leader.call("POST", "/api/v1/members/replace", {"old": a_id, "new": d_id},
                        timeout=20)
     assert done.status == 200, done.body
@@ -297,3 +301,4 @@ def test_a_voter_that_missed_a_change_catches_up_under_a_leader_only_the_new_set
         got = cluster.get(c, key)
         assert got.status == 200 and got.body["value"] == value, (key, got.body)
     assert c_id in members(d)["voters"]
+    assert cluster.get(c, "gap49").body["value"] == "v1099"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from kvd.node import Role
+from kvd.replication.stream import FollowerStream
 from kvd.wal import snapshot
 from kvd.wal.layout import DataDir
 from kvd.wal.record import LogEntry
@@ -18,7 +21,6 @@ from tests.replication.safety.support import (
     member,
     run_sync,
     snapshot_of,
-    stream_to,
 )
 from tests.replication.support import (
     OTHER_DISK,
@@ -255,16 +257,32 @@ def _lagging_voter(tmp_path: Any, reactor: InlineReactor) -> tuple[Any, Any, Any
 
 # Fails if: Follower._refusal judges the sender by its own log alone (`named_by`
 # ignored): c refuses d for ever, and the new set cannot commit with c and d.
-# Also if: FollowerStream._send does not reach the config entry that names it
-# (`_through_config` ignored): every batch stops short of it and is refused.
+# With a one-entry limit per PREPARE, the entry that names d is out of one message's
+# reach: also fails if FollowerStream._send does not send (after asking d for) a
+# snapshot past that entry.
+@pytest.mark.parametrize("per_message", [1024, 1])
 def test_rule4_a_lagging_voter_takes_the_change_that_names_its_leader(
-    tmp_path: Any, reactor: InlineReactor, monkeypatch: Any
+    tmp_path: Any, reactor: InlineReactor, monkeypatch: Any, per_message: int
 ) -> None:
-    monkeypatch.setattr("kvd.replication.stream.MAX_ENTRIES_PER_MESSAGE", 1)
+    monkeypatch.setattr("kvd.replication.stream.MAX_ENTRIES_PER_MESSAGE", per_message)
     c, d, leader = _lagging_voter(tmp_path, reactor)
     peers = Peers()
     peers.route_to(c)
-    stream = stream_to(d, peers, "c")
+    asked: list[int] = []
+
+    def take_snapshot(at_least: int) -> None:
+        """Node.snapshot_now, inline: its Snapshotter writes on a thread."""
+        asked.append(at_least)
+        index = d.store.applied_index
+        sets = d.voter_sets_at(index)
+        meta = {"voters": sorted([i, inc] for i, inc in sets[-1].items())}
+        assert d.data_dir is not None
+        snapshot.write(d.data_dir, snapshot.Snapshot(
+            d.rlog.epoch_at(index) or 0, index, d.store.snapshot_state(), meta))
+
+    stream = FollowerStream(leader, d.rlog, peers.client(), "c", "http://c",
+                            d.voters()["c"], d.read_snapshot_file, take_snapshot)
+    leader.links["c"] = stream
     stream.answered_incarnation = c.identity.incarnation
     stream.start()
     for _ in range(40):
@@ -273,6 +291,9 @@ def test_rule4_a_lagging_voter_takes_the_change_that_names_its_leader(
     assert d.rlog.commit_index == leader.marker_index  # c and d: 2 of the new set's 3
     assert c.rlog.promised_epoch == 2
     assert c.voters() == d.voters()
+    # Out of reach, c took the change from a snapshot that d took for it.
+    assert (c.rlog.base_index > 0, bool(asked)) == ((per_message == 1,) * 2)
+    assert all(at == 5 for at in asked)  # the joint entry, the first to name d
 
 
 # Fails if: Follower._named_after ignores whether the PREPARE extends our log
