@@ -99,15 +99,15 @@ class Follower:
         epoch, sender = message["epoch"], message["node_id"]
         if epoch < rlog.promised_epoch:
             return {"ok": False, "reject": "stale epoch", "promised": rlog.promised_epoch}
+        if epoch == rlog.promised_epoch and rlog.promised_leader not in ("", sender):
+            # One leader per epoch (rule 15): ZooKeeper's counter may have been reset.
+            return {"ok": False, "reject": f"epoch {epoch} was promised to another leader",
+                    "promised": rlog.promised_epoch}
         voters = self.node.voters() if self.node.role != Role.STANDALONE else {}
         incarnation = message.get("incarnation")
         if voters.get(sender) != incarnation and not (
                 named_by is not None and names_voter(named_by(), sender, incarnation)):
             return {"ok": False, "reject": NOT_A_VOTER, "promised": rlog.promised_epoch}
-        if epoch == rlog.promised_epoch and rlog.promised_leader not in ("", sender):
-            # One leader per epoch (rule 15): ZooKeeper's counter may have been reset.
-            return {"ok": False, "reject": f"epoch {epoch} was promised to another leader",
-                    "promised": rlog.promised_epoch}
         return None
 
     async def _promise(self, epoch: int, leader: str) -> None:

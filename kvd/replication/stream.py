@@ -233,6 +233,13 @@ class FollowerStream:
         self._inflight = False
         if not self._active:
             return
+        problem = _reply_problem(reply)
+        if problem is not None:
+            # A peer's answer crosses a trust boundary too: nothing of it is used.
+            self.log.warn("Follower {node_id} answered malformed ({problem})",
+                          node_id=self.node_id, problem=problem)
+            self._schedule(RETRY_SECONDS)
+            return
         promised = int(reply.get("promised", 0))
         incarnation = reply.get("incarnation")
         if incarnation != self.answered_incarnation:
@@ -280,6 +287,19 @@ class FollowerStream:
         self.log.debug("Message to {node_id} failed: {error}", node_id=self.node_id,
                        error=failure.getErrorMessage())
         self._schedule(RETRY_SECONDS)
+
+
+def _reply_problem(reply: Any) -> str | None:
+    """What makes a follower's answer unusable, or None."""
+    if not isinstance(reply, dict):
+        return "not a map"
+    wanted = ["promised", *(["index"] if reply.get("ok") else []),
+              *(["last_index"] if reply.get("nack") or "last_index" in reply else [])]
+    for name in wanted:
+        value = reply.get(name, 0 if name == "promised" else None)
+        if type(value) is not int or value < 0:
+            return f"{name!r} is not a non-negative integer"
+    return None
 
 
 def _within_bytes(entries: list[Any]) -> list[Any]:

@@ -106,6 +106,8 @@ def check_meta(meta: Any) -> None:
                 isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v)
                 for v in voters):
             raise ValueError(f"snapshot {name} are not [node id, incarnation] pairs")
+    if meta.get("joint") and not meta.get("voters"):
+        raise ValueError("snapshot joint voters without the new set")
     if type(meta.get("promised_epoch", 0)) is not int:
         raise ValueError("snapshot promised_epoch is not an integer")
     if not isinstance(meta.get("promised_leader", ""), str):

@@ -22,7 +22,7 @@ def test_meta_as_take_snapshot_writes_it_passes(meta: dict[str, Any]) -> None:
 @pytest.mark.parametrize("meta", [
     [], {"voters": 0}, {"voters": [["a"]]}, {"voters": NEW, "joint": 0},
     {"voters": NEW, "joint": [["a", 1]]}, {"voters": NEW, "joint": {"a": "ia"}},
-    {"promised_epoch": "1"}, {"promised_leader": 1},
+    {"promised_epoch": "1"}, {"promised_leader": 1}, {"joint": OLD}, {"voters": [], "joint": OLD},
 ])
 def test_malformed_meta_is_refused(meta: Any) -> None:
     with pytest.raises(ValueError):

@@ -368,3 +368,23 @@ def test_rule4_a_snapshot_that_names_its_sender_is_refused_in_an_epoch_promised_
     reply = install(c, "d", 2, entries[-1], data, incarnation=d.identity.incarnation).reply()
     assert reply["ok"] is False and "promised to another leader" in reply["reject"], reply
     assert c.store.applied_index == 2 and c.rlog.promised_leader == "b"
+
+
+# Fails if: Follower._install_snapshot lets only a stale epoch stop a chunk before it
+# is kept (`refusal["reject"] == "stale epoch"`): a second leader of an epoch promised
+# to another, not named by our log, would have its chunks assembled.
+def test_rule4_a_chunk_from_a_second_leader_of_a_promised_epoch_is_not_kept(
+    tmp_path: Any, reactor: InlineReactor
+) -> None:
+    c, d, _ = _lagging_voter(tmp_path, reactor)
+    c.rlog.promise(2, "b")
+    entries = d.rlog.entries_between(1, 6)
+    store, _ = snapshot_of(entries)
+    meta = {"voters": [[i, inc] for i, inc in sorted(d.voters().items())]}
+    data = snapshot.encode(snapshot.Snapshot(1, 6, store.snapshot_state(), meta))
+    follower = follower_of(c)
+    reply = answer(follower.install_snapshot(message(
+        "d", 2, d.identity.incarnation, snapshot_epoch=1, snapshot_index=6, offset=0,
+        total=len(data), data=data[: len(data) // 2]))).reply()
+    assert reply["ok"] is False and "promised to another leader" in reply["reject"], reply
+    assert follower._incoming is None
