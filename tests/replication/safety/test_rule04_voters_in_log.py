@@ -255,6 +255,15 @@ def _lagging_voter(tmp_path: Any, reactor: InlineReactor) -> tuple[Any, Any, Any
     return c, d, d.leader
 
 
+def _snapshot_naming(d: Any, voters: dict[str, str]) -> tuple[LogEntry, bytes]:
+    """d's committed log (1 to 6) as a snapshot whose meta names ``voters``; its
+    last entry and its bytes."""
+    entries = d.rlog.entries_between(1, 6)
+    store, _ = snapshot_of(entries)
+    meta = {"voters": [[i, inc] for i, inc in sorted(voters.items())]}
+    return entries[-1], snapshot.encode(snapshot.Snapshot(1, 6, store.snapshot_state(), meta))
+
+
 # Fails if: Follower._refusal judges the sender by its own log alone (`named_by`
 # ignored): c refuses d for ever, and the new set cannot commit with c and d.
 # With a one-entry limit per PREPARE, the entry that names d is out of one message's
@@ -320,12 +329,9 @@ def test_rule4_a_lagging_voter_installs_a_snapshot_that_names_its_leader(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
     c, d, _ = _lagging_voter(tmp_path, reactor)
-    entries = d.rlog.entries_between(1, 6)
-    store, _ = snapshot_of(entries)
     for voters, installed in (({"b": OTHER_DISK, "y": "disk"}, False), (d.voters(), True)):
-        meta = {"voters": [[i, inc] for i, inc in sorted(voters.items())]}
-        data = snapshot.encode(snapshot.Snapshot(1, 6, store.snapshot_state(), meta))
-        reply = install(c, "d", 2, entries[-1], data, incarnation=d.identity.incarnation).reply()
+        last, data = _snapshot_naming(d, voters)
+        reply = install(c, "d", 2, last, data, incarnation=d.identity.incarnation).reply()
         assert reply.get("ok", False) is installed, reply
         assert installed or (c.rlog.promised_epoch, c.store.applied_index) == (1, 2)
     assert c.store.applied_index == 6 and c.voters() == d.voters()
@@ -361,11 +367,8 @@ def test_rule4_a_snapshot_that_names_its_sender_is_refused_in_an_epoch_promised_
 ) -> None:
     c, d, _ = _lagging_voter(tmp_path, reactor)
     c.rlog.promise(2, "b")
-    entries = d.rlog.entries_between(1, 6)
-    store, _ = snapshot_of(entries)
-    meta = {"voters": [[i, inc] for i, inc in sorted(d.voters().items())]}
-    data = snapshot.encode(snapshot.Snapshot(1, 6, store.snapshot_state(), meta))
-    reply = install(c, "d", 2, entries[-1], data, incarnation=d.identity.incarnation).reply()
+    last, data = _snapshot_naming(d, d.voters())
+    reply = install(c, "d", 2, last, data, incarnation=d.identity.incarnation).reply()
     assert reply["ok"] is False and "promised to another leader" in reply["reject"], reply
     assert c.store.applied_index == 2 and c.rlog.promised_leader == "b"
 
@@ -378,10 +381,7 @@ def test_rule4_a_chunk_from_a_second_leader_of_a_promised_epoch_is_not_kept(
 ) -> None:
     c, d, _ = _lagging_voter(tmp_path, reactor)
     c.rlog.promise(2, "b")
-    entries = d.rlog.entries_between(1, 6)
-    store, _ = snapshot_of(entries)
-    meta = {"voters": [[i, inc] for i, inc in sorted(d.voters().items())]}
-    data = snapshot.encode(snapshot.Snapshot(1, 6, store.snapshot_state(), meta))
+    _, data = _snapshot_naming(d, d.voters())
     follower = follower_of(c)
     reply = answer(follower.install_snapshot(message(
         "d", 2, d.identity.incarnation, snapshot_epoch=1, snapshot_index=6, offset=0,
