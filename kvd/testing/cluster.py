@@ -59,6 +59,17 @@ class Cluster:
         for node in self.nodes:
             node.stop()
 
+    def __enter__(self) -> Cluster:
+        """Started, and stopped again if starting fails."""
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def running(self) -> list[KvdProcess]:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
 

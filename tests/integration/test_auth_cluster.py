@@ -18,12 +18,9 @@ from tests.zkfixture import zookeeper  # noqa: F401
 
 @pytest.fixture
 def cluster(tmp_path: Any, zookeeper: ZooKeeperServer) -> Iterator[Cluster]:  # noqa: F811
-    c = Cluster(str(tmp_path), zookeeper, name="auth", session_timeout=2.0,
-                extra_args=["--snapshot-entries", "50"])
-    try:
-        yield c.start()
-    finally:
-        c.stop()
+    with Cluster(str(tmp_path), zookeeper, name="auth", session_timeout=2.0,
+                 extra_args=["--snapshot-entries", "50"]) as c:
+        yield c
 
 
 def kvctl(node: KvdProcess, *args: str) -> subprocess.CompletedProcess[str]:

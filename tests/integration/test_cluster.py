@@ -23,12 +23,9 @@ _names = itertools.count()
 
 @pytest.fixture
 def cluster(tmp_path: Any, zookeeper: ZooKeeperServer) -> Iterator[Cluster]:  # noqa: F811
-    c = Cluster(str(tmp_path), zookeeper, name=f"c{next(_names)}",
-                session_timeout=SESSION_TIMEOUT, extra_args=["--snapshot-entries", "200"])
-    try:
-        yield c.start()
-    finally:
-        c.stop()
+    with Cluster(str(tmp_path), zookeeper, name=f"c{next(_names)}",
+                 session_timeout=SESSION_TIMEOUT, extra_args=["--snapshot-entries", "200"]) as c:
+        yield c
 
 
 class Writer(threading.Thread):

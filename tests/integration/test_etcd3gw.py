@@ -62,11 +62,8 @@ def test_etcd3gw_suite_passes_against_a_standalone_node(tmp_path: Any) -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Any, zookeeper: ZooKeeperServer) -> Iterator[Cluster]:  # noqa: F811
-    c = Cluster(str(tmp_path), zookeeper, name=f"gw{next(_names)}", session_timeout=2.0)
-    try:
-        yield c.start()
-    finally:
-        c.stop()
+    with Cluster(str(tmp_path), zookeeper, name=f"gw{next(_names)}", session_timeout=2.0) as c:
+        yield c
 
 
 def test_etcd3gw_suite_passes_through_a_follower(cluster: Cluster, tmp_path: Any) -> None:

@@ -25,12 +25,9 @@ _names = itertools.count()
 
 @pytest.fixture
 def cluster(tmp_path: Any, zookeeper: ZooKeeperServer) -> Iterator[Cluster]:  # noqa: F811
-    c = Cluster(str(tmp_path), zookeeper, name=f"f{next(_names)}",
-                session_timeout=SESSION_TIMEOUT)
-    try:
-        yield c.start()
-    finally:
-        c.stop()
+    with Cluster(str(tmp_path), zookeeper, name=f"f{next(_names)}",
+                 session_timeout=SESSION_TIMEOUT) as c:
+        yield c
 
 
 def test_racing_transactions_exactly_one_wins(cluster: Cluster) -> None:

@@ -24,12 +24,9 @@ _names = itertools.count()
 
 @pytest.fixture
 def cluster(tmp_path: Any, zookeeper: ZooKeeperServer) -> Iterator[Cluster]:  # noqa: F811
-    c = Cluster(str(tmp_path), zookeeper, name=f"m{next(_names)}",
-                session_timeout=SESSION_TIMEOUT)
-    try:
-        yield c.start()
-    finally:
-        c.stop()
+    with Cluster(str(tmp_path), zookeeper, name=f"m{next(_names)}",
+                 session_timeout=SESSION_TIMEOUT) as c:
+        yield c
 
 
 def add_learner(cluster: Cluster) -> tuple[KvdProcess, str]:
