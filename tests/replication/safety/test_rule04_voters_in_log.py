@@ -359,9 +359,9 @@ def test_rule4_a_joint_change_known_only_from_a_snapshot_is_finished(
     assert not node.quorums(2).joint
 
 
-# Fails if: Follower._install_snapshot, for a sender its log does not name, asks only
-# whether the snapshot names it, skipping the rest of _refusal: a second leader of an
-# epoch already promised to another would be followed (rule 15).
+# Fails if: Follower._refusal drops its one-leader-per-epoch check (`if False:`): a
+# snapshot that names its sender, our log not naming it, would install from a second
+# leader of an epoch already promised to another (rule 15).
 def test_rule4_a_snapshot_that_names_its_sender_is_refused_in_an_epoch_promised_to_another(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
