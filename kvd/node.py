@@ -509,17 +509,19 @@ class Node:
             >= self.settings.snapshot_entries
             or self._commands_since_snapshot >= self.settings.snapshot_commands
         ):
-            self._last_snapshot_index = self.store.applied_index
-            self._commands_since_snapshot = 0
-            self.snapshotter(self)
+            self._take_snapshot()
 
     def snapshot_now(self, at_least: int) -> None:
         """Take a snapshot now if the store has applied ``at_least`` (a voter whose
         log lags behind a change may take the change only from one)."""
         if self.snapshotter is not None and self.store.applied_index >= at_least:
-            self._last_snapshot_index = self.store.applied_index
-            self._commands_since_snapshot = 0
-            self.snapshotter(self)
+            self._take_snapshot()
+
+    def _take_snapshot(self) -> None:
+        assert self.snapshotter is not None
+        self._last_snapshot_index = self.store.applied_index
+        self._commands_since_snapshot = 0
+        self.snapshotter(self)
 
     def wait_applied(self, index: int) -> Deferred[None]:
         """Fires once the store has applied ``index``."""

@@ -167,15 +167,20 @@ class Follower:
         hint = rlog.last_index if prev_index > rlog.last_index else prev_index - 1
         return max(hint, rlog.commit_index)
 
+    def _matches_at(self, prev_epoch: int, prev_index: int) -> bool:
+        """Does our log hold entry ``prev`` (below our snapshot: committed, so equal)?"""
+        rlog = self.node.rlog
+        return prev_index < rlog.base_index or rlog.epoch_at(prev_index) == prev_epoch
+
     def _named_after(self, prev_epoch: int, prev_index: int,
                      entries: list[Any]) -> list[dict[str, str]]:
         """The voter sets this PREPARE's entries would put in effect, if they extend
         our log at ``prev``: a voter whose log lags behind the change that named its
         leader must still take the change from that leader (rule 4)."""
-        rlog = self.node.rlog
-        if prev_index >= rlog.base_index and rlog.epoch_at(prev_index) != prev_epoch:
+        if not self._matches_at(prev_epoch, prev_index):
             return []
-        return newest_config_sets([e for e in entries if e.index > rlog.base_index])
+        base = self.node.rlog.base_index
+        return newest_config_sets([e for e in entries if e.index > base])
 
     async def _prepare(self, message: dict[str, Any]) -> dict[str, Any]:
         entries = entries_from_wire(message["entries"])
@@ -185,10 +190,9 @@ class Follower:
             if refusal["reject"] == NOT_A_VOTER:
                 # Nothing promised: where our log matches, so that the leader can send
                 # from there through the config entry that names it.
-                rlog = self.node.rlog
-                matches = prev_index < rlog.base_index or rlog.epoch_at(prev_index) == prev_epoch
-                refusal["last_index"] = (max(prev_index, rlog.base_index) if matches
-                                         else self._hint(prev_index))
+                refusal["last_index"] = (
+                    max(prev_index, self.node.rlog.base_index)
+                    if self._matches_at(prev_epoch, prev_index) else self._hint(prev_index))
             return refusal
         epoch = message["epoch"]
         await self._promise(epoch, message["node_id"])
