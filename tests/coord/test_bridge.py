@@ -235,16 +235,20 @@ def test_data_watch_rearms_after_zookeeper_restart(
 
 
 @pytest_twisted.inlineCallbacks
-def test_state_listener_across_restart(zookeeper: ZooKeeperServer, services):  # noqa: F811
-    svc = yield connected(services, zookeeper.hosts)
+def test_state_listener_across_restart(zookeeper_factory, services):  # noqa: F811
+    # A server of its own that allows a 20 s session: a restart on a loaded machine
+    # took longer than the shared server's 4 s maximum, and the session expired.
+    server = zookeeper_factory(max_session_timeout_ms=20_000)
+    yield threads.deferToThread(server.start)
+    svc = yield connected(services, server.hosts, timeout=20.0)
     states = Recorder()
     svc.add_state_listener(states)
     session = svc.client_id
     try:
-        yield threads.deferToThread(zookeeper.stop)
+        yield threads.deferToThread(server.stop)
         yield wait_until(lambda: SUSPENDED in states.values, "SUSPENDED")
     finally:
-        yield threads.deferToThread(zookeeper.start)
+        yield threads.deferToThread(server.start)
     yield wait_until(lambda: states.values[-1:] == [CONNECTED], "CONNECTED")
     assert states.values == [SUSPENDED, CONNECTED]
     assert svc.state == CONNECTED
