@@ -63,8 +63,11 @@ class NodeSettings:
     #: ... or every this many applied commands: batched entries hold many, and
     #: the log in memory between snapshots grows with commands, not entries.
     snapshot_commands: int = 100_000
-    #: Keep this many entries in memory after a snapshot for lagging followers.
+    #: Keep this many entries in memory after a snapshot for lagging followers ...
     log_tail: int = 5_000
+    #: ... holding at most this many packed bytes: a batched entry holds many
+    #: writes, and 5,000 of them were 8 MiB (etcd keeps 5,000 single requests).
+    log_tail_bytes: int = 1 << 20
 
 
 class Node:

@@ -57,7 +57,8 @@ def assemble(
     recovered, store, identity = outcome
     node = Node(reactor, identity, settings, store, ReplicatedLog(writer, recovered),
                 data_dir=data_dir, clock=clock, peer=peer,
-                snapshotter=Snapshotter(writer, data_dir, settings.log_tail),
+                snapshotter=Snapshotter(writer, data_dir, settings.log_tail,
+                                        settings.log_tail_bytes),
                 on_fatal=on_fatal, observe_round=observe_round,
                 defer_to_thread=defer_to_thread)
     if recovered.snapshot is not None:

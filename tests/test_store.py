@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
+import msgpack
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,6 +76,72 @@ def test_snapshot_round_trip_keeps_everything() -> None:
     assert copy.digest() == store.digest()
     assert copy.result_for("r2") == store.result_for("r2")
     assert (copy.revision, copy.applied_index, copy.value_bytes) == (3, 2, 1)
+
+
+def _format1(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` as a node before store format 2 wrote it (20-byte untagged headers)
+    and read it back from disk (msgpack)."""
+    store = Store.from_snapshot(state)
+    old = {k: v for k, v in state.items() if k != "kv"}
+    old["data"] = {}
+    for key in state["kv"]:
+        kv = store.get(key)
+        assert kv is not None
+        old["data"][key] = struct.pack("<QQI", kv.create_revision, kv.mod_revision,
+                                       kv.version) + kv.value
+    return msgpack.unpackb(msgpack.packb(old, use_bin_type=True), raw=False,
+                           strict_map_key=False)
+
+
+def test_a_format1_snapshot_loads_as_the_store_that_wrote_it() -> None:
+    """Snapshots and backups written before the tagged header still load, as the
+    same keys, revisions and digest (a node upgraded in place, a peer not yet)."""
+    store = Store()
+    store.apply(1, [put_command(b"a", b"1", "r1"), put_command(b"b", b"", "r2")])
+    store.apply(2, [put_command(b"a", b"22", "r3")])
+    old = _format1(store.snapshot_state())
+    for check in (False, True):
+        copy = Store.from_snapshot(old, check=check)
+        assert copy.digest() == store.digest()
+        assert copy.value_bytes == store.value_bytes == 2
+        assert copy.get(b"a") == store.get(b"a")
+
+
+def test_revisions_past_32_bits_and_versions_past_16_keep_their_values() -> None:
+    """The short header holds small numbers only; larger ones take the long one."""
+    store = Store()
+    store.apply(1, [put_command(b"k", b"v0", "r0")])
+    store.revision = 2**32 - 2
+    store.apply(2, [put_command(b"k", b"v1", "r1"), put_command(b"k", b"v2", "r2")])
+    kv = store.get(b"k")
+    assert kv is not None
+    assert (kv.value, kv.create_revision, kv.mod_revision) == (b"v2", 1, 2**32)
+    many = Store()
+    for i in range(1, 2**16 + 2):
+        many._write(b"k", b"x" * (i % 3), i, None)
+    kv = many.get(b"k")
+    assert kv is not None and kv.version == 2**16 + 1 and kv.value == b"x" * ((2**16 + 1) % 3)
+    assert many.value_bytes == len(kv.value)
+    state = msgpack.unpackb(msgpack.packb(store.snapshot_state(), use_bin_type=True),
+                            raw=False, strict_map_key=False)
+    copy = Store.from_snapshot(state, check=True)
+    assert copy.get(b"k") == store.get(b"k") and copy.value_bytes == 2
+
+
+@pytest.mark.parametrize("store_fields", [
+    {"kv": {b"k": b"\x07" + bytes(20)}},              # unknown header tag
+    {"kv": {b"k": b"\x00" + bytes(9)}},               # shorter than the short header
+    {"kv": {b"k": b"\x01" + bytes(19)}},              # shorter than the long header
+    {"kv": {b"k": b""}},
+    {"kv": {}, "data": {}},                            # both formats at once
+    {},                                                # neither
+    {"data": {b"k": bytes(19)}},                       # format 1, short header
+], ids=["tag", "short", "long", "empty", "both", "neither", "format1-short"])
+def test_a_peer_snapshot_with_a_bad_packed_value_is_refused(
+        store_fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Store.from_snapshot({"revision": 1, "applied_index": 1, "requests": [],
+                             **store_fields}, check=True)
 
 
 def test_range_is_ordered_and_bounded() -> None:

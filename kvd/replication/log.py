@@ -102,6 +102,18 @@ class ReplicatedLog:
                                 f"last {self.last_index})")
         return self.entries[index - self.base_index - 1]
 
+    def tail_start(self, index: int, entries: int, max_bytes: int) -> int:
+        """Where to compact up to so that at most ``entries`` entries, holding at
+        most ``max_bytes`` packed bytes, stay held up to ``index`` (a lagging
+        follower's catch-up; one further behind gets a snapshot)."""
+        start = max(self.base_index, index - entries)
+        held = 0
+        for at in range(min(index, self.last_index), start, -1):
+            held += len(self.entry(at).packed)
+            if held > max_bytes:
+                return at
+        return start
+
     def entries_between(self, first: int, last: int) -> list[LogEntry]:
         """Entries ``first..last`` inclusive; ``first`` must be above the base."""
         return self.entries[first - self.base_index - 1 : last - self.base_index]

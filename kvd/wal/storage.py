@@ -89,11 +89,14 @@ class SnapshotSource(Protocol):
 class Snapshotter:
     """Snapshots of a node's applied store, one at a time, then compaction of its log."""
 
-    def __init__(self, writer: WalWriter, data_dir: DataDir, log_tail: int) -> None:
-        """``log_tail`` entries before the snapshot stay in memory for lagging followers."""
+    def __init__(self, writer: WalWriter, data_dir: DataDir, log_tail: int,
+                 log_tail_bytes: int) -> None:
+        """``log_tail`` entries before the snapshot, of at most ``log_tail_bytes``,
+        stay in memory for lagging followers."""
         self._writer = writer
         self._data_dir = data_dir
         self._log_tail = log_tail
+        self._log_tail_bytes = log_tail_bytes
         self._running = False
 
     def __call__(self, source: SnapshotSource) -> Deferred[None]:
@@ -119,7 +122,7 @@ class Snapshotter:
                 "promised_leader": source.rlog.promised_leader}
         state = snapshot.Snapshot(epoch, index, source.store.snapshot_state(), meta)
         active_at_capture = writer.active_segment
-        keep_from = max(0, index - self._log_tail)
+        keep_from = source.rlog.tail_start(index, self._log_tail, self._log_tail_bytes)
 
         def compact(path: str) -> Deferred[object]:
             log.info("Snapshot {path} at index {index}", path=path, index=index)

@@ -133,6 +133,29 @@ def test_snapshot_and_compaction_give_the_same_state_as_replay(tmp_path: Any) ->
     assert recovered.snapshot is not None
 
 
+@pytest.mark.parametrize(("log_tail", "log_tail_bytes"), [(50, 1000), (5, 1 << 20)],
+                         ids=["bytes-bound", "entries-bound"])
+def test_the_log_kept_after_a_snapshot_is_bounded_in_entries_and_bytes(
+        tmp_path: Any, log_tail: int, log_tail_bytes: int) -> None:
+    """A lagging follower's catch-up log is held in memory: batched entries can
+    be large, so it is bounded in bytes as well as in entries."""
+    reactor = InlineReactor()
+    settings = NodeSettings(url="http://127.0.0.1:1", snapshot_entries=1000,
+                            log_tail=log_tail, log_tail_bytes=log_tail_bytes)
+    node = open_inline_node(str(tmp_path), reactor, settings)
+    for i in range(20):
+        write(node, reactor, put_command(b"k%d" % i, b"v" * 300, f"r{i}"))
+    index = _snapshot_inline(node, str(tmp_path))
+    held = node.rlog.entries_between(node.rlog.base_index + 1, index)
+    assert 0 < len(held) <= log_tail
+    assert sum(len(e.packed) for e in held) <= log_tail_bytes
+    # The writes are alike: one more entry would break a bound.
+    largest = max(len(e.packed) for e in held)
+    assert len(held) == log_tail or (len(held) + 1) * largest > log_tail_bytes
+    reopened = restart(str(tmp_path), reactor, settings=settings)
+    assert reopened.store.digest() == node.store.digest()
+
+
 def _snapshot_inline(node: Node, path: str) -> int:
     """What kvd.wal.storage.Snapshotter does, on the calling thread."""
     from kvd.wal import snapshot
@@ -145,7 +168,8 @@ def _snapshot_inline(node: Node, path: str) -> int:
     active = writer.active_segment
     meta = {"promised_epoch": node.rlog.promised_epoch}
     snapshot.write(data_dir, snapshot.Snapshot(epoch, index, node.store.snapshot_state(), meta))
-    keep_from = max(0, index - node.settings.log_tail)
+    keep_from = node.rlog.tail_start(index, node.settings.log_tail,
+                                     node.settings.log_tail_bytes)
     node.rlog.compact(keep_from)
     writer.delete_segments_before(active, keep_from)
     return index
