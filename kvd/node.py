@@ -63,6 +63,9 @@ class NodeSettings:
     #: ... or every this many applied commands: batched entries hold many, and
     #: the log in memory between snapshots grows with commands, not entries.
     snapshot_commands: int = 100_000
+    #: ... or every this many packed bytes of applied entries: with large
+    #: values 100,000 commands would be gigabytes of log held in memory.
+    snapshot_bytes: int = 64 << 20
     #: Keep this many entries in memory after a snapshot for lagging followers ...
     log_tail: int = 5_000
     #: ... holding at most this many packed bytes: a batched entry holds many
@@ -115,6 +118,7 @@ class Node:
         self.snapshotter = snapshotter
         self._last_snapshot_index = store.applied_index
         self._commands_since_snapshot = 0
+        self._bytes_since_snapshot = 0
         self.data_dir = data_dir
         #: Dropped a torn tail and has not acknowledged entries from a leader since;
         #: the flag file was written before the tail was cut (recovery, rule 5).
@@ -494,6 +498,7 @@ class Node:
             entry = self.rlog.entry(index)
             results = self.store.apply(index, entry.commands)
             self._commands_since_snapshot += len(entry.commands)
+            self._bytes_since_snapshot += len(entry.packed)
             # A copy: an observer may remove itself (a read waiting for a revision).
             for observer in list(self.on_applied):
                 try:
@@ -511,6 +516,7 @@ class Node:
             self.store.applied_index - self._last_snapshot_index
             >= self.settings.snapshot_entries
             or self._commands_since_snapshot >= self.settings.snapshot_commands
+            or self._bytes_since_snapshot >= self.settings.snapshot_bytes
         ):
             self._take_snapshot()
 
@@ -524,6 +530,7 @@ class Node:
         assert self.snapshotter is not None
         self._last_snapshot_index = self.store.applied_index
         self._commands_since_snapshot = 0
+        self._bytes_since_snapshot = 0
         self.snapshotter(self)
 
     def wait_applied(self, index: int) -> Deferred[None]:

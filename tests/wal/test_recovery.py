@@ -156,6 +156,21 @@ def test_the_log_kept_after_a_snapshot_is_bounded_in_entries_and_bytes(
     assert reopened.store.digest() == node.store.digest()
 
 
+def test_a_snapshot_is_taken_once_the_log_since_the_last_holds_snapshot_bytes(
+        tmp_path: Any) -> None:
+    """Large values: the entry and command counts are far off, the bytes are not."""
+    reactor = InlineReactor()
+    settings = NodeSettings(url="http://127.0.0.1:1", snapshot_entries=1000,
+                            snapshot_bytes=3000)
+    node = open_inline_node(str(tmp_path), reactor, settings)
+    taken: list[int] = []
+    node.snapshotter = lambda node: taken.append(_snapshot_inline(node, str(tmp_path)))
+    for i in range(20):
+        write(node, reactor, put_command(b"k%d" % i, b"v" * 1000, f"r{i}"))
+    # Each entry packs to a little over 1,000 bytes: a snapshot every third.
+    assert taken[:3] == [4, 7, 10], taken
+
+
 def _snapshot_inline(node: Node, path: str) -> int:
     """What kvd.wal.storage.Snapshotter does, on the calling thread."""
     from kvd.wal import snapshot
