@@ -116,8 +116,8 @@ def kv_json(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pack(create: int, mod: int, version: int, value: bytes) -> bytes:
-    # create <= mod: a key is created at or before its last change.
-    if mod <= 0xFFFF_FFFF and version <= 0xFFFF:
+    # Both revisions checked: a format 1 value from a peer may break create <= mod.
+    if create <= 0xFFFF_FFFF and mod <= 0xFFFF_FFFF and version <= 0xFFFF:
         return _SHORT.pack(_SHORT_TAG, create, mod, version) + value
     return _LONG.pack(_LONG_TAG, create, mod, version) + value
 

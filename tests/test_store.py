@@ -107,6 +107,15 @@ def test_a_format1_snapshot_loads_as_the_store_that_wrote_it() -> None:
         assert copy.get(b"a") == store.get(b"a")
 
 
+def test_a_format1_value_created_after_its_last_change_still_loads() -> None:
+    """A peer's format 1 value is not checked for create <= mod; converting it
+    must not raise half-way through an install."""
+    old = {"revision": 2**33, "applied_index": 1, "requests": [],
+           "data": {b"k": struct.pack("<QQI", 2**33, 5, 1) + b"v"}}
+    kv = Store.from_snapshot(old, check=True).get(b"k")
+    assert kv is not None and (kv.create_revision, kv.mod_revision) == (2**33, 5)
+
+
 def test_revisions_past_32_bits_and_versions_past_16_keep_their_values() -> None:
     """The short header holds small numbers only; larger ones take the long one."""
     store = Store()
