@@ -184,6 +184,10 @@ def _snapshot_bytes(store: Any, meta: Any = None) -> bytes:
     ("snapshot", {"data": _snapshot_bytes({"revision": "x"})}),
     ("snapshot", {"data": _snapshot_bytes(
         {"revision": 1, "applied_index": 1, "data": {b"k": b"short"}, "requests": []})}),
+    # An unknown header tag: read unchecked, it would pass for the long header.
+    ("snapshot", {"data": _snapshot_bytes(
+        {"revision": 1, "applied_index": 1, "kv": {b"k": b"\x07" + bytes(24)},
+         "requests": []})}),
     ("snapshot", {"data": _snapshot_bytes(
         {"revision": 1, "applied_index": 1, "data": {}, "requests": []}, {"voters": "x"})}),
 ])
