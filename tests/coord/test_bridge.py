@@ -249,7 +249,9 @@ def test_state_listener_across_restart(zookeeper_factory, services):  # noqa: F8
         yield wait_until(lambda: SUSPENDED in states.values, "SUSPENDED")
     finally:
         yield threads.deferToThread(server.start)
-    yield wait_until(lambda: states.values[-1:] == [CONNECTED], "CONNECTED")
+    # kazoo's reconnect backs off while the server is down: on a loaded CI machine
+    # it took longer than the usual 15 s deadline once.
+    yield wait_until(lambda: states.values[-1:] == [CONNECTED], "CONNECTED", timeout=30.0)
     assert states.values == [SUSPENDED, CONNECTED]
     assert svc.state == CONNECTED
     assert svc.client_id == session  # the session survived the restart
