@@ -119,6 +119,10 @@ class Node:
         self._last_snapshot_index = store.applied_index
         self._commands_since_snapshot = 0
         self._bytes_since_snapshot = 0
+        # Counted up to the tail's bounds, then applied entries beyond the tail
+        # leave memory; a node starts at the bound (recovery read them all).
+        self._entries_since_release = settings.log_tail
+        self._bytes_since_release = settings.log_tail_bytes
         self.data_dir = data_dir
         #: Dropped a torn tail and has not acknowledged entries from a leader since;
         #: the flag file was written before the tail was cut (recovery, rule 5).
@@ -499,6 +503,8 @@ class Node:
             results = self.store.apply(index, entry.commands)
             self._commands_since_snapshot += len(entry.commands)
             self._bytes_since_snapshot += len(entry.packed)
+            self._entries_since_release += 1
+            self._bytes_since_release += len(entry.packed)
             # A copy: an observer may remove itself (a read waiting for a revision).
             for observer in list(self.on_applied):
                 try:
@@ -512,6 +518,10 @@ class Node:
             if self.leader is not None:
                 self.leader.answer(index, results)
         self._release_applied_waiters()
+        # Between snapshots too, applied entries beyond the tail leave memory.
+        if (self._entries_since_release >= self.settings.log_tail
+                or self._bytes_since_release >= self.settings.log_tail_bytes):
+            self._release_log()
         if self.snapshotter is not None and (
             self.store.applied_index - self._last_snapshot_index
             >= self.settings.snapshot_entries
@@ -519,6 +529,28 @@ class Node:
             or self._bytes_since_snapshot >= self.settings.snapshot_bytes
         ):
             self._take_snapshot()
+
+    def _release_log(self) -> None:
+        """Forget applied entries before the catch-up tail (``log_tail`` entries,
+        ``log_tail_bytes``) without waiting for a snapshot: the WAL keeps them for
+        a restart, and a follower further behind gets a snapshot at or past the
+        new base (``FollowerStream``, ``Follower.fetch``).
+
+        Two things hold entries back: a config entry, since voters live in the log
+        (safety rule 4) and only a snapshot records the sets it leaves; and the
+        next entry of each follower stream, so that a follower catching up (or
+        just installing a snapshot) is not sent one snapshot after another.
+        """
+        self._entries_since_release = self._bytes_since_release = 0
+        rlog = self.rlog
+        upto = rlog.tail_start(self.store.applied_index, self.settings.log_tail,
+                               self.settings.log_tail_bytes)
+        if rlog.config_indexes:
+            upto = min(upto, rlog.config_indexes[0] - 1)
+        if self.leader is not None:
+            for link in self.leader.links.values():
+                upto = min(upto, link.next_index - 1)
+        rlog.compact(min(upto, self.store.applied_index))
 
     def snapshot_now(self, at_least: int) -> None:
         """Take a snapshot now if the store has applied ``at_least`` (a voter whose

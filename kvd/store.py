@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import struct
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -44,6 +45,35 @@ DEFAULT_REQUEST_WINDOW = 50_000
 DEFAULT_HISTORY = 10_000
 
 PUT, DELETE = "put", "delete"
+
+#: The request ids servers make (``uuid4().hex``); the window keeps them as 16 bytes.
+_SERVER_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+
+WindowKey = str | bytes
+#: A remembered result: packed, or the revision of a plain ``{"ok": True, "revision": N}``.
+WindowResult = bytes | int
+
+
+def _window_key(request_id: str) -> WindowKey:
+    """The window's key for a request id: a server-made id as its 16 bytes (a 64-byte
+    object, not a 96-byte string), any other id as it is. Only a 32-digit lowercase
+    hex id becomes bytes and a ``str`` never equals ``bytes``: no two ids share a key."""
+    if len(request_id) == 32 and _SERVER_REQUEST_ID.fullmatch(request_id):
+        return bytes.fromhex(request_id)
+    return request_id
+
+
+def _window_result(result: Result) -> WindowResult:
+    """A result as the window keeps it: most are a plain success, kept as its revision."""
+    if len(result) == 2 and result.get("ok") is True and type(result.get("revision")) is int:
+        return result["revision"]
+    return msgpack.packb(result, use_bin_type=True)
+
+
+def _unwindow_result(kept: WindowResult) -> Result:
+    if isinstance(kept, int):
+        return {"ok": True, "revision": kept}
+    return _unpack_result(kept)
 
 
 def text_fields(name: str, data: bytes) -> dict[str, str]:
@@ -219,8 +249,11 @@ class Store:
         # A plain dict (cheap to copy for a snapshot) and the keys in order.
         self._data: dict[bytes, bytes] = {}
         self._keys: SortedList = SortedList()
-        # Results are kept packed: a dict per remembered request costs 5x more.
-        self._requests: OrderedDict[str, bytes] = OrderedDict()
+        # Results are kept packed (a dict per remembered request costs 5x more), in
+        # a plain dict with a deque for their order: 111 bytes a request less than
+        # an OrderedDict of string ids and packed results.
+        self._requests: dict[WindowKey, WindowResult] = {}
+        self._request_order: deque[WindowKey] = deque()
         self._request_window = request_window
         #: TTL in seconds of the keys that have one.
         self.ttls: dict[bytes, int] = {}
@@ -282,8 +315,8 @@ class Store:
 
     def result_for(self, request_id: str) -> Result | None:
         """The result a request id already got, for idempotent retries."""
-        packed = self._requests.get(request_id)
-        return None if packed is None else _unpack_result(packed)
+        kept = self._requests.get(_window_key(request_id))
+        return None if kept is None else _unwindow_result(kept)
 
     def apply(self, index: int, commands: Sequence[Command]) -> list[Result]:
         """Apply the commands of log entry ``index``; return one result each.
@@ -306,10 +339,11 @@ class Store:
             return {"ok": False, "error": "invalid_command", "message": malformed}
         # From here on nothing can raise: ``problem`` checked every field used.
         request_id = command.get("rid")
-        if request_id is not None:
-            earlier = self._requests.get(request_id)
+        window_key = None if request_id is None else _window_key(request_id)
+        if window_key is not None:
+            earlier = self._requests.get(window_key)
             if earlier is not None:
-                return _unpack_result(earlier)
+                return _unwindow_result(earlier)
         op = command["op"]
         if not self.auth.allows(command) or not self._lease_permitted(command):
             result: Result = {"ok": False, "error": "permission_denied",
@@ -330,8 +364,8 @@ class Store:
             result = self._lease_keepalive(command)
         else:
             result = {"ok": True}  # noop, config: nothing to change in the keys
-        if request_id is not None:
-            self._remember(request_id, result)
+        if window_key is not None:
+            self._remember(window_key, result)
         return result
 
     def _check_prev(self, key: bytes, command: Command) -> Result | None:
@@ -601,10 +635,11 @@ class Store:
         return {"ok": True, "id": lease_id, "ttl": self.leases[lease_id],
                 "revision": self.revision}
 
-    def _remember(self, request_id: str, result: Result) -> None:
-        self._requests[request_id] = msgpack.packb(result, use_bin_type=True)
+    def _remember(self, key: WindowKey, result: Result) -> None:
+        self._requests[key] = _window_result(result)
+        self._request_order.append(key)
         while len(self._requests) > self._request_window:
-            self._requests.popitem(last=False)
+            self._requests.pop(self._request_order.popleft(), None)
 
     def snapshot_state(self) -> dict[str, Any]:
         """A consistent copy to serialise off the reactor thread.
@@ -645,7 +680,10 @@ class Store:
         else:  # format 1: a snapshot or backup written before format 2
             store._data = {k: _from_format1(v) for k, v in state["data"].items()}
         store._keys = SortedList(store._data)
-        store._requests = OrderedDict((rid, res) for rid, res in state["requests"])
+        # Snapshots before the compact window hold every id as a string.
+        store._requests = {_window_key(rid) if isinstance(rid, str) else rid: res
+                           for rid, res in state["requests"]}
+        store._request_order = deque(store._requests)
         store.value_bytes = sum(len(v) - _header(v)[3] for v in store._data.values())
         store.auth = AuthState.from_snapshot(state.get("auth"))
         leases = state.get("leases", {})
@@ -672,6 +710,12 @@ class Store:
         return h.hexdigest()
 
 
+def _well_windowed(key: Any, result: Any) -> bool:
+    """Is this a request window entry as ``snapshot_state`` gives it?"""
+    return ((isinstance(key, str) or (isinstance(key, bytes) and len(key) == 16))
+            and (isinstance(result, bytes) or (type(result) is int and result >= 0)))
+
+
 def _check_snapshot_state(state: Any) -> None:
     """Raise ValueError unless ``state`` has the shape ``snapshot_state`` gives."""
     if not isinstance(state, dict):
@@ -694,8 +738,8 @@ def _check_snapshot_state(state: Any) -> None:
             raise ValueError("'data' is not a map of keys to packed values")
     requests = state.get("requests")
     if not isinstance(requests, list) or not all(
-            isinstance(r, list) and len(r) == 2 and isinstance(r[0], str)
-            and isinstance(r[1], bytes) for r in requests):
+            isinstance(r, list) and len(r) == 2 and _well_windowed(r[0], r[1])
+            for r in requests):
         raise ValueError("'requests' is not a list of [request id, packed result]")
     ttls = state.get("ttls", {})
     if not isinstance(ttls, dict) or not all(

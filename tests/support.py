@@ -6,11 +6,12 @@ from kvd.node import Node, NodeSettings
 from kvd.replica import Replica, open_replica
 from kvd.replication.follower import Follower
 from kvd.testing.inline import InlinePool, InlineReactor, inline_defer_to_thread
+from kvd.wal import snapshot
 from kvd.wal.layout import DataDir
 from kvd.wal.storage import recover_store
 
 __all__ = ["InlinePool", "InlineReactor", "follower_of", "inline_defer_to_thread",
-           "open_inline_node", "replica_of"]
+           "open_inline_node", "replica_of", "snapshot_inline"]
 
 #: The parts of every node a test opened, so that a test can reach a node's
 #: follower and a teardown can close its WAL.
@@ -46,3 +47,20 @@ def open_inline_node(
     reactor.advance(0)
     assert d.called, "a standalone node should serve once its marker is durable"
     return node
+
+
+def snapshot_inline(node: Node, path: str) -> int:
+    """What kvd.wal.storage.Snapshotter does, on the calling thread."""
+    data_dir = DataDir(path)
+    index = node.store.applied_index
+    epoch = node.rlog.epoch_at(index)
+    assert epoch is not None
+    writer = replica_of(node).writer
+    active = writer.active_segment
+    meta = {"promised_epoch": node.rlog.promised_epoch}
+    snapshot.write(data_dir, snapshot.Snapshot(epoch, index, node.store.snapshot_state(), meta))
+    keep_from = node.rlog.tail_start(index, node.settings.log_tail,
+                                     node.settings.log_tail_bytes)
+    node.rlog.compact(keep_from)
+    writer.delete_segments_before(active, keep_from)
+    return index

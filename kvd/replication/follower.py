@@ -53,6 +53,8 @@ class FollowerHost(Protocol):
 
     def read_snapshot_file(self) -> Deferred[tuple[int, int, bytes] | None]: ...
 
+    def snapshot_now(self, at_least: int) -> None: ...
+
     async def read_snapshot_data(self, data: bytes) -> tuple[Snapshot, Store]: ...
 
     async def install_snapshot(self, data: bytes, decoded: Snapshot, store: Store) -> None: ...
@@ -314,8 +316,13 @@ class Follower:
         first = message["from"]
         if first <= rlog.base_index:
             found = await self.node.read_snapshot_file()
-            if found is None:
-                return {"ok": False, "reject": "no snapshot to send"}
+            if found is None or found[1] < rlog.base_index:
+                # Entries leave memory before a snapshot covers them: an older one
+                # could be older than the new leader's own store. Take one; the
+                # new leader's next sync attempt gets it.
+                self.node.snapshot_now(rlog.base_index)
+                return {"ok": False, "reject": "no snapshot at or past the log's base yet; "
+                                               "one is being taken"}
             return {"ok": True, "snapshot": found[2], "entries": []}
         last = min(rlog.last_index, first + FETCH_LIMIT - 1)
         return {"ok": True, "entries": entries_to_wire(rlog.entries_between(first, last)),

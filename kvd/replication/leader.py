@@ -52,6 +52,8 @@ class FollowerLink(Protocol):
 
     node_id: str
     match_index: int
+    #: The next entry it is sent; the leader holds entries from here on in memory.
+    next_index: int
     sent_seq: int
     confirmed_seq: int
     last_ok: float

@@ -136,7 +136,9 @@ class FollowerStream:
             self._schedule(RETRY_SECONDS)
             return
         if self.next_index <= self.rlog.base_index:
-            self._send_snapshot()
+            # Entries may leave memory before a snapshot covers them (Node._release_log):
+            # one older than the base would leave the follower short of entries.
+            self._send_snapshot(at_least=self.rlog.base_index)
             return
         prev = self.next_index - 1
         prev_epoch = self.rlog.epoch_at(prev)

@@ -212,6 +212,8 @@ class FakeLink:
         self.node_id = node_id
         self.voter = voter
         self.match_index = 0
+        #: 1: the leader keeps its whole log in memory for this follower.
+        self.next_index = 1
         self.sent_seq = 0
         self.confirmed_seq = 0
         self.last_ok = 0.0

@@ -15,7 +15,7 @@ from kvd.store import Result, delete_command, put_command
 from kvd.wal import record
 from kvd.wal.layout import DataDir
 from kvd.wal.recovery import WalCorruption, recover
-from tests.support import InlineReactor, open_inline_node, replica_of
+from tests.support import InlineReactor, open_inline_node, snapshot_inline
 
 
 def write(node: Node, reactor: InlineReactor, command: dict[str, Any]) -> Result:
@@ -114,7 +114,7 @@ def test_snapshot_and_compaction_give_the_same_state_as_replay(tmp_path: Any) ->
     nodes = [open_inline_node(plain, reactor, segment_bytes=SMALL_SEGMENTS),
              open_inline_node(compacted, reactor, small, segment_bytes=SMALL_SEGMENTS)]
     snapshots: list[int] = []
-    nodes[1].snapshotter = lambda node: snapshots.append(_snapshot_inline(node, compacted))
+    nodes[1].snapshotter = lambda node: snapshots.append(snapshot_inline(node, compacted))
     for i in range(60):
         for node in nodes:
             key = b"k%d" % (i % 9)
@@ -145,7 +145,7 @@ def test_the_log_kept_after_a_snapshot_is_bounded_in_entries_and_bytes(
     node = open_inline_node(str(tmp_path), reactor, settings)
     for i in range(20):
         write(node, reactor, put_command(b"k%d" % i, b"v" * 300, f"r{i}"))
-    index = _snapshot_inline(node, str(tmp_path))
+    index = snapshot_inline(node, str(tmp_path))
     held = node.rlog.entries_between(node.rlog.base_index + 1, index)
     assert 0 < len(held) <= log_tail
     assert sum(len(e.packed) for e in held) <= log_tail_bytes
@@ -164,30 +164,11 @@ def test_a_snapshot_is_taken_once_the_log_since_the_last_holds_snapshot_bytes(
                             snapshot_bytes=3000)
     node = open_inline_node(str(tmp_path), reactor, settings)
     taken: list[int] = []
-    node.snapshotter = lambda node: taken.append(_snapshot_inline(node, str(tmp_path)))
+    node.snapshotter = lambda node: taken.append(snapshot_inline(node, str(tmp_path)))
     for i in range(20):
         write(node, reactor, put_command(b"k%d" % i, b"v" * 1000, f"r{i}"))
     # Each entry packs to a little over 1,000 bytes: a snapshot every third.
     assert taken[:3] == [4, 7, 10], taken
-
-
-def _snapshot_inline(node: Node, path: str) -> int:
-    """What kvd.wal.storage.Snapshotter does, on the calling thread."""
-    from kvd.wal import snapshot
-
-    data_dir = DataDir(path)
-    index = node.store.applied_index
-    epoch = node.rlog.epoch_at(index)
-    assert epoch is not None
-    writer = replica_of(node).writer
-    active = writer.active_segment
-    meta = {"promised_epoch": node.rlog.promised_epoch}
-    snapshot.write(data_dir, snapshot.Snapshot(epoch, index, node.store.snapshot_state(), meta))
-    keep_from = node.rlog.tail_start(index, node.settings.log_tail,
-                                     node.settings.log_tail_bytes)
-    node.rlog.compact(keep_from)
-    writer.delete_segments_before(active, keep_from)
-    return index
 
 
 operations = st.lists(
