@@ -46,6 +46,7 @@ from kvd.store import (
     lease_revoke_command,
     txn_command,
 )
+from kvd.web.hotroutes import HotRouteResource
 from kvd.web.public import ClientAPI
 
 log = Logger()
@@ -208,6 +209,10 @@ def _range_end(body: Body, key: bytes) -> bytes | None:
 
 _app = Klein()
 
+#: Found without werkzeug's matcher (``HotRouteResource``): the key-value calls.
+HOT_ROUTES = tuple(f"{prefix}kv/{call}" for prefix in ("/v3/", "/v3beta/")
+                   for call in ("range", "put", "deleterange", "txn"))
+
 
 def route(path: str, methods: tuple[str, ...] = ("POST",)) -> Callable[[Any], Any]:
     """One handler under ``/v3/`` and the older ``/v3beta/``."""
@@ -228,7 +233,7 @@ class EtcdGateway:
         self.cluster_id = uint64_id(cluster_name)
 
     def resource(self) -> Any:
-        return self.app.resource()
+        return HotRouteResource(self.app, HOT_ROUTES)
 
     # Plumbing
 

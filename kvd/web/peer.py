@@ -30,10 +30,13 @@ from kvd.replication.leader import NotLeading
 from kvd.replication.peer import MSGPACK, PEER_PREFIX, decode, encode
 from kvd.replication.peerauth import HEADER as AUTH_HEADER
 from kvd.replication.peerauth import PeerAuth
+from kvd.web.hotroutes import HotRouteResource
 
 log = Logger()
 
 REFUSAL_LOG_SECONDS = 60.0
+#: Found without werkzeug's matcher (``HotRouteResource``): what every write and read sends.
+HOT_ROUTES = tuple(f"{PEER_PREFIX}/{name}" for name in ("prepare", "readindex", "forward"))
 
 
 
@@ -60,7 +63,7 @@ class PeerAPI:
         self._session = session
 
     def resource(self) -> IResource:
-        return self.app.resource()
+        return HotRouteResource(self.app, HOT_ROUTES)
 
     def node(self) -> Node:
         node = self._node()

@@ -51,6 +51,7 @@ from kvd.store import (
     txn_command,
 )
 from kvd.web.access import ClientAccess
+from kvd.web.hotroutes import HotRouteResource
 from kvd.web.openapi import spec as openapi_spec
 from kvd.web.txn import parse_txn, render_result
 from kvd.web.values import MAX_INTEGER, optional_integer
@@ -70,6 +71,9 @@ class LeaseClock(Protocol):
     """How long a lease has left on this node (``ExpiryScheduler`` is one)."""
 
     def remaining(self, lease: int) -> int: ...
+
+#: Found without werkzeug's matcher (``HotRouteResource``): the old calls and keys.
+HOT_ROUTES = ("/api/v1/", "/api/v1/keys/<key:key>")
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ class ClientAPI:
         self.watches: set[object] = set()
 
     def resource(self) -> Any:
-        return self.app.resource()
+        return HotRouteResource(self.app, HOT_ROUTES)
 
     # Plumbing
 
