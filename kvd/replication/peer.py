@@ -13,11 +13,13 @@ from typing import Any
 import msgpack
 import treq
 from hyperlink import EncodedURL
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
+from twisted.internet.interfaces import IConsumer
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
+from zope.interface import implementer
 
 from kvd.quietagent import quiet_agent
 from kvd.replication.messages import BadMessage
@@ -75,6 +77,33 @@ def _check_decodes(entry: LogEntry) -> None:
         raise BadMessage(f"entry {entry.index} is not a list of commands")
 
 
+@implementer(IBodyProducer)
+class WholeBody:
+    """A request body written in one piece as soon as it is asked for.
+
+    treq sends bytes through Twisted's ``FileBodyProducer``, which writes from
+    a cooperative task a reactor turn after the headers: every peer message
+    went out as two TCP segments, and woke the peer twice.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        """Nothing is left to pause: it was all written at once."""
+
+    def resumeProducing(self) -> None:
+        """Nothing is left to resume."""
+
+    def stopProducing(self) -> None:
+        """Nothing is left to stop."""
+
+
 class PeerClient:
     """Calls to other nodes' peer API."""
 
@@ -85,7 +114,8 @@ class PeerClient:
         # At least the fan-out concurrency: streams, reads and forwards at once.
         self.pool.maxPersistentPerHost = max_per_host
         self.pool.cachedConnectionTimeout = 60
-        self._client = treq.client.HTTPClient(quiet_agent(reactor, self.pool, tls))
+        self._client = treq.client.HTTPClient(quiet_agent(reactor, self.pool, tls),
+                                              data_to_body_producer=WholeBody)
         self._urls: dict[tuple[str, str], EncodedURL] = {}
         self._auth = auth
 
