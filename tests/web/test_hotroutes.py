@@ -24,6 +24,7 @@ from kvd.web.public import HOT_ROUTES as API_HOT_ROUTES
 from kvd.web.public import ClientAPI, Limits
 from kvd.web.site import Root
 from tests.support import InlineReactor, open_inline_node
+from tests.web.test_public import exchange
 
 
 def b64(text: str) -> str:
@@ -50,19 +51,10 @@ class Served:
     def raw(self, method: str, path: str, body: bytes | None) -> tuple[int, list[Any], bytes]:
         """Status, every header but Date, and the body's very bytes (but the
         gateway's member id, which is the node's own)."""
-        d = self.treq.request(method, "http://kvd" + path, data=body)
-        self.reactor.advance(0)
-        self.treq.flush()
-        responses: list[Any] = []
-        d.addCallback(responses.append)
-        assert responses, f"no response to {method} {path}"
-        response = responses[0]
-        content: list[bytes] = []
-        response.content().addCallback(content.append)
-        self.treq.flush()
+        response, content = exchange(self.treq, self.reactor, method, path, body)
         headers = sorted((k, v) for k, v in response.headers.getAllRawHeaders()
                          if k.lower() != b"date")
-        return response.code, headers, _MEMBER_ID.sub(b'"member_id":"-"', content[0])
+        return response.code, headers, _MEMBER_ID.sub(b'"member_id":"-"', content)
 
 
 _MEMBER_ID = re.compile(rb'"member_id":"[0-9]+"')

@@ -13,6 +13,24 @@ from kvd.web.public import ClientAPI, Limits
 from tests.support import InlineReactor, open_inline_node
 
 
+def exchange(treq: StubTreq, reactor: InlineReactor, method: str, url: str,
+             body: bytes | None = None, headers: dict[bytes, list[bytes]] | None = None
+             ) -> tuple[Any, bytes]:
+    """One request through ``treq``, the node's clock advanced so that writes
+    commit: the response and its body's bytes."""
+    d = treq.request(method, "http://kvd" + url, data=body, headers=headers)
+    reactor.advance(0)
+    treq.flush()
+    responses: list[Any] = []
+    d.addCallback(responses.append)
+    assert responses, f"no response to {method} {url}"
+    response = responses[0]
+    content: list[bytes] = []
+    response.content().addCallback(content.append)
+    treq.flush()
+    return response, content[0]
+
+
 class Client:
     """StubTreq over the API, advancing the node's clock so writes commit."""
 
@@ -25,17 +43,8 @@ class Client:
 
     def call(self, method: str, url: str, body: bytes | None = None,
              headers: dict[bytes, list[bytes]] | None = None) -> tuple[int, Any, Any]:
-        d = self.treq.request(method, "http://kvd" + url, data=body, headers=headers)
-        self.reactor.advance(0)
-        self.treq.flush()
-        responses: list[Any] = []
-        d.addCallback(responses.append)
-        assert responses, f"no response to {method} {url}"
-        response = responses[0]
-        content: list[bytes] = []
-        response.content().addCallback(content.append)
-        self.treq.flush()
-        return response.code, json.loads(content[0]), response.headers
+        response, content = exchange(self.treq, self.reactor, method, url, body, headers)
+        return response.code, json.loads(content), response.headers
 
     def state(self) -> list[Any]:
         assert self.node is not None
