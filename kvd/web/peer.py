@@ -39,7 +39,6 @@ REFUSAL_LOG_SECONDS = 60.0
 HOT_ROUTES = tuple(f"{PEER_PREFIX}/{name}" for name in ("prepare", "readindex", "forward"))
 
 
-
 class PeerAPI:
     """Handlers of peer messages; each answers a msgpack map."""
 

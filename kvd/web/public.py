@@ -72,6 +72,7 @@ class LeaseClock(Protocol):
 
     def remaining(self, lease: int) -> int: ...
 
+
 #: Found without werkzeug's matcher (``HotRouteResource``): the old calls and keys.
 HOT_ROUTES = ("/api/v1/", "/api/v1/keys/<key:key>")
 
