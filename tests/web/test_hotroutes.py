@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any
@@ -24,11 +23,8 @@ from kvd.web.public import HOT_ROUTES as API_HOT_ROUTES
 from kvd.web.public import ClientAPI, Limits
 from kvd.web.site import Root
 from tests.support import InlineReactor, open_inline_node
+from tests.web.test_etcd import b64
 from tests.web.test_public import exchange
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 class Served:
