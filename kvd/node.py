@@ -613,7 +613,10 @@ class Node:
                              f"(current {self.store.revision})")
         if min_revision > self.store.revision:
             d.addCallback(lambda _: self._wait_revision(min_revision))
-        d.addTimeout(self.settings.read_timeout, self.reactor, _read_timed_out)
+        if not d.called or d.paused:
+            # Still waiting. A read answered already (stale, or a standalone node's)
+            # skips the callLater and its cancel.
+            d.addTimeout(self.settings.read_timeout, self.reactor, _read_timed_out)
         return d
 
     def _follower_read_index(self) -> Deferred[int]:

@@ -68,3 +68,36 @@ def test_min_revision_waits_for_the_follower_to_apply_it(tmp_path: Any) -> None:
     assert outcomes == [None]
     # The waiting read removed itself while entries were applied; others still ran.
     assert seen == [index]
+
+
+def test_a_read_still_waiting_after_read_timeout_gets_503(tmp_path: Any) -> None:
+    reactor = InlineReactor()
+    node = open_inline_node(str(tmp_path), reactor)
+    node.leader = None
+    node.role = Role.FOLLOWER
+    outcomes: list[Any] = []
+    node.read_barrier(False, node.store.revision + 1).addBoth(outcomes.append)
+    reactor.advance(node.settings.read_timeout - 0.01)
+    assert outcomes == []
+    reactor.advance(0.02)
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0], Failure) and outcomes[0].check(errors.NotReady)
+
+
+def test_a_read_answered_at_once_arms_no_timer(tmp_path: Any) -> None:
+    reactor = InlineReactor()
+    node = open_inline_node(str(tmp_path), reactor)
+    node.leader = None
+    node.role = Role.FOLLOWER
+    armed: list[float] = []
+    call_later = reactor.callLater
+
+    def counting_call_later(delay: float, f: Any, *args: Any, **kwargs: Any) -> Any:
+        armed.append(delay)
+        return call_later(delay, f, *args, **kwargs)
+
+    reactor.callLater = counting_call_later  # type: ignore[method-assign]
+    outcomes: list[Any] = []
+    node.read_barrier(False, node.store.revision).addBoth(outcomes.append)
+    assert outcomes == [None]
+    assert armed == []
