@@ -24,6 +24,7 @@ class NodeConfig:
     max_body_bytes: int = 2 * 1024 * 1024
     session_timeout: float = 6.0
     snapshot_entries: int = 20_000
+    snapshot_bytes: int = 64 << 20
     write_timeout: float = 5.0
     watch_history: int = 10_000
     standalone: bool = False

@@ -311,6 +311,7 @@ class KvdService(AsyncMultiService):
             peer_url=(self.peer_listener.url if self.peer_listener is not None else None) or "",
             write_timeout=config.write_timeout,
             snapshot_entries=config.snapshot_entries,
+            snapshot_bytes=config.snapshot_bytes,
             log_tail=min(5000, max(1, config.snapshot_entries // 4)),
         )
 

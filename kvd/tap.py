@@ -70,6 +70,8 @@ class Options(usage.Options):
         ["max-body-bytes", None, 2 * 1024 * 1024, "Largest request body, in bytes.", int],
         ["session-timeout", None, 6.0, "ZooKeeper session timeout, seconds.", float],
         ["snapshot-entries", None, 20_000, "Snapshot every this many applied entries.", int],
+        ["snapshot-bytes", None, 64 << 20, "Snapshot every this many bytes of applied "
+         "entries, whichever of the two comes first.", int],
         ["watch-history", None, 10_000, "Change events kept for watches to resume from.", int],
         ["max-connections", None, 1024, "Connections each listener takes at once.", int],
         ["request-timeout", None, 10.0, "Seconds a client has to send its request headers.",
@@ -140,7 +142,8 @@ class Options(usage.Options):
         if self["fsync"] not in ("always", "none"):
             raise usage.UsageError(f"--fsync must be 'always' or 'none', not {self['fsync']!r}")
         for name in ("replicas", "max-key-bytes", "max-value-bytes", "max-body-bytes",
-                     "snapshot-entries", "watch-history", "max-connections", "max-watches"):
+                     "snapshot-entries", "snapshot-bytes", "watch-history", "max-connections",
+                     "max-watches"):
             _positive(name, self[name])
         for name in ("session-timeout", "write-timeout", "request-timeout", "token-ttl"):
             if self[name] <= 0:
@@ -171,6 +174,7 @@ class Options(usage.Options):
             max_body_bytes=self["max-body-bytes"],
             session_timeout=self["session-timeout"],
             snapshot_entries=self["snapshot-entries"],
+            snapshot_bytes=self["snapshot-bytes"],
             write_timeout=self["write-timeout"],
             watch_history=self["watch-history"],
             standalone=bool(self["standalone"]),

@@ -6,8 +6,10 @@ import os
 from typing import Any
 
 import pytest
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
+from kvd.service import KvdService
 from kvd.tap import Options
 
 
@@ -26,6 +28,7 @@ def test_defaults_for_a_port() -> None:
     assert config.fsync and not config.standalone and not config.metrics_auth
     assert (config.token_ttl, config.max_connections, config.request_timeout) == (300, 1024, 10)
     assert config.peer_listen is None and config.peer_secret_file is None
+    assert (config.snapshot_entries, config.snapshot_bytes) == (20_000, 64 << 20)
 
 
 def test_flags_reach_the_config() -> None:
@@ -33,12 +36,21 @@ def test_flags_reach_the_config() -> None:
                    "http://10.0.0.5:9000/", "--replicas", "5", "--write-quorum", "4",
                    "--fsync", "none", "--token-ttl", "60", "--metrics-auth",
                    "--peer-listen", "tcp:9100", "--advertise-peer", "http://10.1.0.5:9100",
-                   "--cluster", "prod.eu-1").config()
+                   "--cluster", "prod.eu-1", "--snapshot-entries", "500",
+                   "--snapshot-bytes", "1048576").config()
     assert config.advertise == "http://10.0.0.5:9000"
     assert (config.replicas, config.write_quorum, config.sync_quorum) == (5, 4, 2)
     assert not config.fsync and config.metrics_auth and config.token_ttl == 60
     assert (config.peer_listen, config.advertise_peer) == ("tcp:9100", "http://10.1.0.5:9100")
     assert config.cluster == "prod.eu-1"
+    assert (config.snapshot_entries, config.snapshot_bytes) == (500, 1 << 20)
+
+
+def test_snapshot_bounds_reach_the_node(tmp_path: Any) -> None:
+    config = parse("--port", "1", "--standalone", "--data-dir", str(tmp_path / "d"),
+                   "--snapshot-entries", "500", "--snapshot-bytes", "4096").config()
+    settings = KvdService(config, reactor=MemoryReactorClock())._settings()
+    assert (settings.snapshot_entries, settings.snapshot_bytes) == (500, 4096)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -51,6 +63,7 @@ def test_flags_reach_the_config() -> None:
     (["--port", "1", "--write-quorum", "4"], "between 1 and --replicas"),
     (["--port", "1", "--fsync", "sometimes"], "'always' or 'none'"),
     (["--port", "1", "--max-watches", "0"], "positive integer"),
+    (["--port", "1", "--snapshot-bytes", "0"], "--snapshot-bytes must be a positive integer"),
     (["--port", "1", "--token-ttl", "0"], "--token-ttl must be positive"),
     (["--port", "1", "--cluster", "a/b"], "--cluster may hold only"),
     (["--port", "1", "--peer-cert", "c.pem"], "together"),
