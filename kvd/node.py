@@ -141,8 +141,10 @@ class Node:
         self._quorums_cache: tuple[list[dict[str, str]], tuple[int, int | None],
                                    Quorums] | None = None
         self.peer = peer
+        #: Reads waiting for the next read-index ask (None: none waiting) ...
         self._read_batch: Deferred[int] | None = None
-        self._read_batch_sent = False
+        #: ... and the leader peer URL of the ask in flight (None: none in flight).
+        self._read_asking: str | None = None
         self.on_fatal = on_fatal
         self.observe_round = observe_round
         #: Called with True when this node starts serving as leader (or standalone),
@@ -620,29 +622,45 @@ class Node:
         return d
 
     def _follower_read_index(self) -> Deferred[int]:
-        """Ask the leader for a read index; reads that arrive meanwhile share the next ask."""
-        if self._read_batch is None or self._read_batch_sent:
+        """Ask the leader for a read index, one ask at a time: reads that arrive while
+        one is in flight share the next, sent when it answers. Never the one in
+        flight: its index was noted before they arrived (rule 10)."""
+        if self._read_batch is None:
             self._read_batch = Deferred()
-            self._read_batch_sent = False
-            self.reactor.callLater(0, self._send_read_batch, self._read_batch)
-        batch = self._read_batch
+            leader = self.leader_info
+            if self._read_asking is None or leader is None \
+                    or leader["peer_url"] != self._read_asking:
+                # Nothing in flight, or it went to a former leader: ask now.
+                self.reactor.callLater(0, self._send_read_batch)
         mine: Deferred[int] = Deferred()
-        batch.addBoth(_chain, mine)
+        self._read_batch.addBoth(_chain, mine)
         return mine
 
-    def _send_read_batch(self, batch: Deferred[int]) -> None:
-        self._read_batch_sent = True
+    def _send_read_batch(self) -> None:
+        batch, self._read_batch = self._read_batch, None
+        if batch is None:
+            return  # sent already, when the ask before it answered
         leader = self.leader_info
         if leader is None or self.peer is None:
             batch.errback(NotReady("no leader to confirm a linearizable read"))
             return
-        d = self.peer.call(leader["peer_url"], "readindex", {}, self.settings.read_timeout)
+        url = self._read_asking = leader["peer_url"]
+        d = self.peer.call(url, "readindex", {}, self.settings.read_timeout)
         d.addCallback(lambda answer: int(answer["index"]))
         d.addErrback(lambda f: _raise(NotReady(
             f"the leader could not confirm a read: {f.getErrorMessage()}")))
+        d.addBoth(self._read_answered, url)
         d.chainDeferred(batch)
         # Each waiter got the failure through its own chain; the batch is handled.
         batch.addErrback(lambda _: None)
+
+    def _read_answered(self, result: object, url: str) -> object:
+        """The ask to ``url`` is over: send the reads that waited for it."""
+        if self._read_asking == url:
+            self._read_asking = None
+            if self._read_batch is not None:
+                self._send_read_batch()
+        return result
 
     def _wait_revision(self, revision: int) -> Deferred[None]:
         d: Deferred[None] = Deferred()

@@ -9,6 +9,7 @@ from twisted.python.failure import Failure
 
 from kvd import errors
 from kvd.roles import Role
+from tests.replication.support import Answer, Peers
 from tests.support import InlineReactor, open_inline_node
 
 
@@ -101,3 +102,47 @@ def test_a_read_answered_at_once_arms_no_timer(tmp_path: Any) -> None:
     node.read_barrier(False, node.store.revision).addBoth(outcomes.append)
     assert outcomes == [None]
     assert armed == []
+
+
+def _following(tmp_path: Any, reactor: InlineReactor, leader_peer_url: str) -> Any:
+    node = open_inline_node(str(tmp_path), reactor)
+    node.leader = None
+    node.role = Role.FOLLOWER
+    node.leader_info = {"node_id": "L", "url": "http://l", "peer_url": leader_peer_url}
+    return node
+
+
+def test_reads_arriving_during_an_ask_share_the_next_one(tmp_path: Any) -> None:
+    reactor = InlineReactor()
+    node = _following(tmp_path, reactor, "http://a")
+    asks: list[Deferred[Any]] = []
+    peers = Peers()
+    peers.handlers["http://a"] = lambda name, body: asks.append(Deferred()) or asks[-1]
+    node.peer = peers.client()
+    first = Answer(node.read_barrier(True))
+    reactor.advance(0)
+    later = [Answer(node.read_barrier(True)) for _ in range(3)]
+    reactor.advance(0)
+    assert len(asks) == 1, "one ask at a time"
+    asks[0].callback({"index": node.store.applied_index})
+    assert first.called
+    assert len(asks) == 2 and not any(read.called for read in later), \
+        "reads that arrived during the first ask wait for an answer to one sent after"
+    asks[1].callback({"index": node.store.applied_index})
+    assert all(read.called for read in later) and len(asks) == 2
+
+
+def test_an_ask_to_a_former_leader_does_not_hold_reads_back(tmp_path: Any) -> None:
+    reactor = InlineReactor()
+    node = _following(tmp_path, reactor, "http://a")
+    peers = Peers()
+    peers.handlers["http://a"] = lambda name, body: Deferred()  # never answers
+    peers.handlers["http://b"] = lambda name, body: {"index": node.store.applied_index}
+    node.peer = peers.client()
+    stuck = Answer(node.read_barrier(True))
+    reactor.advance(0)
+    node.leader_info = {"node_id": "M", "url": "http://m", "peer_url": "http://b"}
+    served = Answer(node.read_barrier(True))
+    reactor.advance(0)
+    assert peers.sent("readindex") == ["http://a", "http://b"]
+    assert served.called and not stuck.called

@@ -94,8 +94,8 @@ def test_rule10_reads_in_flight_fail_when_the_leader_steps_down(
 # Rule 10: a follower's read batch
 
 
-# Fails if: Node._follower_read_index never starts a new batch once one was sent
-# (`if self._read_batch is None:`).
+# Fails if: Node._send_read_batch leaves the batch it sent open to later reads
+# (`batch = self._read_batch`).
 def test_rule10_a_follower_read_after_a_batch_was_sent_asks_again(
     tmp_path: Any, reactor: InlineReactor
 ) -> None:
