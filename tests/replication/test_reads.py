@@ -13,6 +13,16 @@ from tests.replication.support import Answer, Peers
 from tests.support import InlineReactor, open_inline_node
 
 
+def _following(tmp_path: Any, reactor: InlineReactor, leader_peer_url: str | None = None) -> Any:
+    """A follower node; of a leader at ``leader_peer_url`` if one is given."""
+    node = open_inline_node(str(tmp_path), reactor)
+    node.leader = None
+    node.role = Role.FOLLOWER
+    if leader_peer_url is not None:
+        node.leader_info = {"node_id": "L", "url": "http://l", "peer_url": leader_peer_url}
+    return node
+
+
 class UnreachableLeader:
     """A peer client whose every call fails to connect."""
 
@@ -22,11 +32,7 @@ class UnreachableLeader:
 
 def test_every_read_sharing_a_failed_follower_batch_gets_503(tmp_path: Any) -> None:
     reactor = InlineReactor()
-    node = open_inline_node(str(tmp_path), reactor)
-    node.leader = None
-    node.role = Role.FOLLOWER
-    node.leader_info = {"node_id": "L", "url": "http://127.0.0.1:1",
-                        "peer_url": "http://127.0.0.1:2"}
+    node = _following(tmp_path, reactor, "http://127.0.0.1:2")
     node.peer = UnreachableLeader()  # type: ignore[assignment]
     outcomes: list[Any] = []
     for _ in range(3):
@@ -55,9 +61,7 @@ def test_min_revision_waits_for_the_follower_to_apply_it(tmp_path: Any) -> None:
     from kvd.wal.record import LogEntry
 
     reactor = InlineReactor()
-    node = open_inline_node(str(tmp_path), reactor)
-    node.leader = None
-    node.role = Role.FOLLOWER
+    node = _following(tmp_path, reactor)
     outcomes: list[Any] = []
     node.read_barrier(False, node.store.revision + 1).addBoth(outcomes.append)
     seen: list[int] = []
@@ -73,9 +77,7 @@ def test_min_revision_waits_for_the_follower_to_apply_it(tmp_path: Any) -> None:
 
 def test_a_read_still_waiting_after_read_timeout_gets_503(tmp_path: Any) -> None:
     reactor = InlineReactor()
-    node = open_inline_node(str(tmp_path), reactor)
-    node.leader = None
-    node.role = Role.FOLLOWER
+    node = _following(tmp_path, reactor)
     outcomes: list[Any] = []
     node.read_barrier(False, node.store.revision + 1).addBoth(outcomes.append)
     reactor.advance(node.settings.read_timeout - 0.01)
@@ -87,9 +89,7 @@ def test_a_read_still_waiting_after_read_timeout_gets_503(tmp_path: Any) -> None
 
 def test_a_read_answered_at_once_arms_no_timer(tmp_path: Any) -> None:
     reactor = InlineReactor()
-    node = open_inline_node(str(tmp_path), reactor)
-    node.leader = None
-    node.role = Role.FOLLOWER
+    node = _following(tmp_path, reactor)
     armed: list[float] = []
     call_later = reactor.callLater
 
@@ -102,14 +102,6 @@ def test_a_read_answered_at_once_arms_no_timer(tmp_path: Any) -> None:
     node.read_barrier(False, node.store.revision).addBoth(outcomes.append)
     assert outcomes == [None]
     assert armed == []
-
-
-def _following(tmp_path: Any, reactor: InlineReactor, leader_peer_url: str) -> Any:
-    node = open_inline_node(str(tmp_path), reactor)
-    node.leader = None
-    node.role = Role.FOLLOWER
-    node.leader_info = {"node_id": "L", "url": "http://l", "peer_url": leader_peer_url}
-    return node
 
 
 def test_reads_arriving_during_an_ask_share_the_next_one(tmp_path: Any) -> None:
